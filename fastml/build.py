@@ -1,0 +1,231 @@
+"""The whole flow, top-down: config → data → train → convert → verify → estimate → report.
+
+``build(cfg)`` is what ``fastml build`` runs; each stage is also callable on its own from a notebook.
+The project is assembled in a temporary sibling folder and moved into place only when complete, so
+a failed build never damages the last good project; a failed one is kept as ``<name>.failed/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import FastmlError, ToolError, VerificationError
+from .report import Report, write_report
+
+if TYPE_CHECKING:
+    from .config import BuildConfig
+    from .convert import FirmwareProject
+    from .data import Dataset
+    from .train import TrainedModel
+
+
+@dataclass(frozen=True)
+class QuickSettings:
+    """``--quick``: the same path on less data and fewer epochs (at least 1 000 verified events)."""
+
+    max_samples: int = 15_000
+    epochs: int = 3
+    verify_samples: int = 2_000
+
+
+QUICK = QuickSettings()
+
+
+class StageTimer:
+    """Collects wall time per stage, in the order stages ran."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.timings_s: dict[str, float] = {}
+        self._log = log
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_s[name] = round(time.perf_counter() - t0, 3)
+            self._log(f"[{name}] {self.timings_s[name]:.1f} s")
+
+
+@contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """A temporary folder next to ``final``, moved onto ``final`` only if the block succeeds.
+
+    On failure the staging folder is kept as ``<final>.failed`` (replacing an older failed one) and
+    ``final`` is left exactly as it was.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        failed = final.with_name(final.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(tmp, failed)
+        raise
+    backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, backup)
+    os.replace(tmp, final)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def verification_events(data: Dataset, n: int) -> tuple[np.ndarray, int]:
+    """The first ``n`` held-out events: test split first, then validation if the test split is short.
+
+    Returns the events and how many of them come from the test split (accuracies use only those).
+    """
+    x = np.concatenate([data.x_test, data.x_val])[:n]
+    return x, min(n, len(data.x_test))
+
+
+def _save_inputs(project_dir: Path, cfg: BuildConfig, data: Dataset, x_verify: np.ndarray,
+                 reference: np.ndarray) -> None:
+    model_dir = project_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (project_dir / "config.yaml").write_text(cfg.to_yaml())
+    (model_dir / "scaler.json").write_text(json.dumps(
+        {"features": list(data.feature_names), **data.scaler.to_dict(),
+         "note": "firmware input = (raw feature - offset) / scale, then the model's input quantiser"}, indent=1))
+    np.savez_compressed(model_dir / "verify_inputs.npz", x=x_verify, y_ref=reference)
+
+
+def _save_model(project_dir: Path, trained: TrainedModel) -> None:
+    model_dir = project_dir / "model"
+    if trained.kind == "mlp":
+        trained.model.save(model_dir / "model.keras")
+    elif hasattr(trained.model, "save_model"):  # xgboost
+        trained.model.save_model(model_dir / "model.json")
+
+
+def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
+              log: Callable[[str], None]) -> None:
+    """Fill latency/resources from the backend and the open tools; a tool that cannot run says why."""
+    report.resources.update(project.resources)
+    if project.latency is not None:
+        report.set_latency(project.latency)
+    try:
+        from . import estimate
+    except ImportError as err:  # estimate needs optional pieces; say so rather than pretend
+        report.checks["estimate"] = f"not run: {err}"
+        return
+    if cfg.firmware.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
+        resources, latency = estimate.da4ml_estimate(trained.model, cfg)
+        report.resources["da4ml_estimate"] = resources
+        report.set_latency(latency)
+    if cfg.firmware.backend == "rtl":
+        try:
+            report.resources["yosys"] = estimate.yosys_resources_for_project(project.path, cfg)
+            report.checks["yosys"] = "pass"
+        except ToolError as err:
+            report.checks["yosys"] = f"not run: {err}"
+            log(f"yosys: {err}")
+
+
+def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> Report:
+    """Build, verify and report ``cfg``; returns the report written to ``cfg.project_dir``.
+
+    Raises ``VerificationError`` when the firmware is not bit-exact (more than
+    ``budgets.max_mismatches`` differing outputs); the failed project is then kept as
+    ``<name>.failed/`` with its report, and the previous good project is untouched.
+    """
+    from .convert import convert
+    from .data import load_data
+    from .train import train
+    from .verify import accuracy, require_bit_exact, roc_auc_per_class, verify_project
+
+    timer = StageTimer(log)
+    report = Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
+                    config_path=cfg.source_path, budgets=cfg.budgets.model_dump(mode="json"),
+                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    from .report import package_versions
+
+    report.versions = package_versions()
+    with timer.stage("data"):
+        data = load_data(cfg.data, cfg.config_dir, max_samples=QUICK.max_samples if quick else None)
+        report.data = data.summary()
+    with timer.stage("train"):
+        trained = train(cfg, data, epochs=QUICK.epochs if quick else None, progress=progress)
+        report.ebops = trained.ebops
+        report.model = {"kind": trained.kind, "selection": trained.selection}
+    n_verify = min(cfg.verify.samples, QUICK.verify_samples) if quick else cfg.verify.samples
+    x_verify, n_test = verification_events(data, n_verify)
+    if len(x_verify) < n_verify:
+        log(f"warning: only {len(x_verify)} held-out events for verify.samples={n_verify}")
+    y_test = data.y_test[:n_test]
+
+    with staging_dir(cfg.project_dir) as tmp:
+        with timer.stage("convert"):
+            project = convert(trained, cfg, tmp)
+            report.firmware = {**project.info, "path": str(cfg.project_dir / "firmware")}
+        with timer.stage("verify"):
+            outputs: dict[str, np.ndarray] = {}
+            report.verification, reference = verify_project(project, x_verify, outputs)
+            firmware_out = next(iter(outputs.values()))
+            scores = {"quantized": reference[:n_test], "firmware": firmware_out[:n_test]}
+            if trained.predict_float is not None:
+                scores = {"float": trained.predict_float(x_verify[:n_test]), **scores}
+            for which, s in scores.items():
+                setattr(report.accuracy, which, accuracy(s, y_test))
+                report.auc[which] = roc_auc_per_class(s, y_test, data.class_names)
+            for level, v in report.verification.items():
+                report.checks[f"bit_exact_{level}"] = "pass" if v.mismatches <= cfg.budgets.max_mismatches else "fail"
+            for level, why in project.info.get("not_run", {}).items():
+                report.checks[f"bit_exact_{level}"] = f"not run: {why}"
+        with timer.stage("estimate"):
+            _estimate(project, trained, cfg, report, log)
+        with timer.stage("save"):
+            _save_inputs(tmp, cfg, data, x_verify, reference)
+            _save_model(tmp, trained)
+        report.timings_s = {**timer.timings_s, **{f"convert.{k}": v for k, v in project.timings_s.items()}}
+        try:
+            require_bit_exact(report.verification, cfg.budgets.max_mismatches)
+        except VerificationError:
+            report.status = "failed"
+            write_report(report, tmp)
+            raise
+        write_report(report, tmp)
+    return report
+
+
+def summary_lines(report: Report) -> list[str]:
+    """A few lines a person reads after ``fastml build``."""
+    acc = report.accuracy
+
+    def pct(v: float | None) -> str:
+        return "not run" if v is None else f"{100 * v:.2f}%"
+
+    lines = [f"{report.name}: {report.backend} build {report.status}"]
+    for level, v in report.verification.items():
+        lines.append(f"  bit-exact {level:8s}: {v.mismatches} mismatches on {v.samples} events "
+                     f"({v.samples * (v.outputs or 1)} outputs) vs {v.reference}")
+    lines.append(f"  accuracy: float {pct(acc.float)}, quantized {pct(acc.quantized)}, firmware {pct(acc.firmware)}")
+    if "firmware" in report.auc:
+        lines.append("  AUC (firmware): " + ", ".join(f"{k} {v:.3f}" for k, v in report.auc["firmware"].items()))
+    lat = report.latency
+    lines.append(f"  latency: {lat.cycles if lat.cycles is not None else 'not run'} cycles, "
+                 f"{f'{lat.ns:.1f} ns' if lat.ns is not None else 'not run'} ({lat.source})")
+    for source, r in report.resources.items():
+        lines.append(f"  resources [{source}]: LUT {r.lut}, FF {r.ff}, DSP {r.dsp}, BRAM {r.bram}")
+    if report.ebops is not None:
+        lines.append(f"  EBOPs: {report.ebops:.0f}")
+    lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings_s.items() if "." not in k))
+    return lines
+
+
+__all__ = ["QUICK", "build", "staging_dir", "summary_lines", "verification_events", "FastmlError"]

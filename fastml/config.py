@@ -1,0 +1,330 @@
+"""Build recipes: YAML parsed once into typed, validated objects.
+
+Every other stage takes these objects, never raw dicts. ``load_config`` guarantees that a returned
+``BuildConfig`` has only known keys, values of the right type and range, existing data files, and a
+``name`` that is safe to use as a single folder name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+#: Name of a build: becomes ``<output_dir>/<name>/``, so it may not contain separators or start with a dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A resource budget: an absolute count (``5000``) or a share of the chosen part (``"12.5%"``).
+_PERCENT = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
+
+
+class _Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Train/validation/test fractions; the split is reproducible through ``seed``."""
+
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the events come from and how they are prepared.
+
+    ``source`` is ``builtin:jets_hlf`` (the Pythia 8 jet sample shipped with fastml),
+    ``openml:42468`` (the published benchmark, read from a local cache), or a path (relative to the
+    YAML file) to a ``.npz`` / ``.h5`` / ``.hdf5`` file with arrays ``x_key`` and ``y_key``, or to a
+    ``.csv`` / ``.parquet`` / ``.arff`` file with the benchmark's columns.
+    """
+
+    source: str = "builtin:jets_hlf"
+    x_key: str = "x"
+    y_key: str = "y"
+    max_samples: int | None = Field(None, gt=0)
+    split: SplitConfig = SplitConfig()
+    scaling: Literal["standard", "none"] = "standard"
+
+
+class MLPConfig(_Strict):
+    """HGQ2 multilayer perceptron: hidden widths, activation and quantiser settings."""
+
+    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = [64, 32, 32]
+    activation: Literal["relu", "linear"] = "relu"
+    batchnorm: bool = True  # fused into the dense layer (QEinsumDenseBatchnorm), free in firmware
+    beta0: float = Field(1e-5, ge=0)
+    weight_overflow: Literal["SAT_SYM", "SAT", "WRAP"] = "SAT_SYM"
+    datalane_overflow: Literal["WRAP", "SAT", "SAT_SYM"] = "WRAP"
+
+
+class BDTConfig(_Strict):
+    """Gradient-boosted trees: train with ``library`` or load a saved model from ``load``."""
+
+    library: Literal["xgboost", "sklearn"] = "xgboost"
+    n_estimators: int = Field(40, gt=0, le=5000)
+    max_depth: int = Field(3, gt=0, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    load: str | None = None
+    trust_pickle: bool = False  # a pickle can run arbitrary code: loading one needs this opt-in
+
+
+class ModelConfig(_Strict):
+    """The model to build: ``kind: mlp`` (HGQ2 network) or ``kind: bdt`` (boosted trees)."""
+
+    kind: Literal["mlp", "bdt"] = "mlp"
+    mlp: MLPConfig = MLPConfig()
+    bdt: BDTConfig = BDTConfig()
+
+
+class BetaSchedule(_Strict):
+    """EBOPs regulariser strength: log-interpolated from ``start`` to ``end`` over training."""
+
+    start: float = Field(1e-6, ge=0)
+    end: float = Field(1e-4, ge=0)
+
+
+class TrainConfig(_Strict):
+    """Quantisation-aware training and checkpoint choice on the accuracy-vs-EBOPs front.
+
+    ``select: smallest_within`` keeps the Pareto checkpoint with the fewest EBOPs whose validation
+    accuracy is within ``max_accuracy_drop`` of the best one; ``best_accuracy`` keeps the most accurate.
+    """
+
+    epochs: int = Field(60, gt=0, le=100_000)
+    batch_size: int = Field(512, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
+    beta: BetaSchedule = BetaSchedule()
+    select: Literal["smallest_within", "best_accuracy"] = "smallest_within"
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
+    float_baseline: bool = True  # also train an unquantised twin for the float accuracy
+    seed: int = 0
+
+
+class FirmwareConfig(_Strict):
+    """Firmware target. ``output_dir`` is relative to the working directory."""
+
+    backend: Literal["hls4ml", "rtl", "conifer"] = "hls4ml"
+    part: str = "xcvu13p-flga2577-2-e"
+    clock_period_ns: float = Field(5.0, gt=0)
+    io_type: Literal["io_parallel"] = "io_parallel"
+    strategy: Literal["distributed_arithmetic", "latency"] = "distributed_arithmetic"
+    reuse_factor: int = Field(1, ge=1)
+    output_dir: str = "hls_projects"
+    # rtl backend
+    flavor: Literal["verilog", "vhdl"] = "verilog"
+    latency_cutoff: float | None = Field(None, gt=0)  # da4ml delay units per pipeline stage; None: derived
+    # conifer backend
+    conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"
+    precision: str = "auto"  # ap_fixed<W,I> for inputs/thresholds/scores, or "auto" (search)
+
+
+class VerifyConfig(_Strict):
+    """Bit-exactness checks: how many held-out events, and which simulation levels to run."""
+
+    samples: int = Field(10_000, gt=0)
+    rtl_sim: bool = True  # verilator simulation of RTL (rtl backend)
+
+
+ResourceBudget = int | str
+
+
+class BudgetsConfig(_Strict):
+    """Limits a build must meet (checked by ``fastml check``). Unset budgets are not checked."""
+
+    latency_cycles: int | None = Field(None, ge=0)
+    latency_ns: float | None = Field(None, ge=0)
+    ii: int | None = Field(None, ge=1)
+    lut: ResourceBudget | None = None
+    ff: ResourceBudget | None = None
+    dsp: ResourceBudget | None = None
+    bram: ResourceBudget | None = None
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    max_mismatches: int = Field(0, ge=0)
+    resource_source: Literal["first_available", "vivado", "vitis_hls", "yosys", "da4ml_estimate", "conifer_estimate"] = (
+        "first_available"
+    )
+    max_regression: dict[str, str] = {}
+
+    @field_validator("lut", "ff", "dsp", "bram")
+    @classmethod
+    def _count_or_percent(cls, v: ResourceBudget | None) -> ResourceBudget | None:
+        if isinstance(v, str) and not _PERCENT.match(v):
+            raise ValueError(f"expected a count (e.g. 5000) or a percentage of the part (e.g. '10%'), got {v!r}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("max_regression")
+    @classmethod
+    def _relative_limits(cls, v: dict[str, str]) -> dict[str, str]:
+        for metric, limit in v.items():
+            if not _PERCENT.match(str(limit)):
+                raise ValueError(f"max_regression.{metric}: expected a percentage such as '5%', got {limit!r}")
+        return v
+
+
+class SynthConfig(_Strict):
+    """Vendor synthesis (Vitis HLS / Vivado), run only where the tools are installed."""
+
+    enabled: bool = False
+    stages: list[Literal["csynth", "cosim", "export", "vsynth"]] = ["csynth"]
+    timeout_s: int = Field(4 * 3600, gt=0)
+
+
+class BuildConfig(_Strict):
+    """A whole build recipe. ``source_path`` and ``source_hash`` are filled by ``load_config``."""
+
+    name: str
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    firmware: FirmwareConfig = FirmwareConfig()
+    verify: VerifyConfig = VerifyConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    synth: SynthConfig = SynthConfig()
+    source_path: str | None = Field(None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_folder_name(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v) or ".." in v:
+            raise ValueError(
+                "expected 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit "
+                f"(it becomes a folder name), got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _backend_fits_model(self) -> BuildConfig:
+        bdt_backend = self.firmware.backend == "conifer"
+        if (self.model.kind == "bdt") != bdt_backend:
+            raise ValueError(
+                f"model.kind {self.model.kind!r} cannot be built with firmware.backend "
+                f"{self.firmware.backend!r} (bdt needs conifer; mlp needs hls4ml or rtl)"
+            )
+        return self
+
+    @property
+    def config_dir(self) -> Path:
+        """Folder relative paths in the recipe are resolved against."""
+        return Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
+
+    @property
+    def project_dir(self) -> Path:
+        """Where this build's project lives: ``<firmware.output_dir>/<name>``."""
+        return Path(self.firmware.output_dir) / self.name
+
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the parsed recipe: equal recipes give equal hashes."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<top level>"
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split())
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = _location(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = ".".join(str(p) for p in first["loc"][:-1])
+        section = BuildConfig
+        for part in first["loc"][:-1]:
+            section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+        known = ", ".join(section.model_fields) if isinstance(section, type) else "?"
+        where = f"in '{parent}'" if parent else "at the top level"
+        return f"{path}: unknown key '{key}' {where}; expected one of: {known}"
+    if kind == "missing":
+        return f"{path}: missing required key '{key}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return _one_line(f"{path}: key '{key}': {msg}; got {first.get('input')!r}{more}")
+
+
+def parse_config(raw: Any, path: Path | str = "<config>", overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Validate an already-loaded YAML document; raises ``ConfigError`` with a one-line message."""
+    path = Path(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping (key: value) at the top level, got {type(raw).__name__}")
+    doc = _merge(raw, overrides or {})
+    try:
+        cfg = BuildConfig.model_validate({**doc, "source_path": str(path)})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+    _check_data_path(cfg, path)
+    return cfg
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _check_data_path(cfg: BuildConfig, path: Path) -> None:
+    src = cfg.data.source
+    if ":" in src and src.split(":", 1)[0] in ("builtin", "openml"):
+        return
+    file = resolve_data_path(cfg)
+    if not file.is_file():
+        raise ConfigError(f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)")
+    for p in (cfg.model.bdt.load,) if cfg.model.kind == "bdt" and cfg.model.bdt.load else ():
+        model_file = (cfg.config_dir / p).resolve()
+        if not model_file.is_file():
+            raise ConfigError(f"{path}: key 'model.bdt.load': file {model_file} does not exist")
+
+
+def resolve_data_path(cfg: BuildConfig) -> Path:
+    """Absolute path of a file ``data.source``, resolved against the YAML's folder."""
+    return (cfg.config_dir / cfg.data.source).resolve()
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read and validate a YAML build recipe.
+
+    ``overrides`` is a nested dict merged over the file (the CLI uses it for ``--output-dir``).
+    Raises ``ConfigError`` (one line: file, key, expected form) for anything malformed. YAML is read
+    with ``safe_load``: object tags are rejected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(_one_line(f"{path}: not valid YAML{where}: {problem}")) from None
+    return parse_config(raw, path, overrides)
