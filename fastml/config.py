@@ -142,6 +142,7 @@ class VerifyConfig(_Strict):
 
 
 ResourceBudget = int | str
+ResourceSource = Literal["first_available", "vivado", "vitis_hls", "yosys", "da4ml_estimate", "conifer_estimate"]
 
 
 class BudgetsConfig(_Strict):
@@ -157,9 +158,7 @@ class BudgetsConfig(_Strict):
     min_accuracy: float | None = Field(None, ge=0, le=1)
     max_accuracy_drop: float | None = Field(None, ge=0, le=1)
     max_mismatches: int = Field(0, ge=0)
-    resource_source: Literal["first_available", "vivado", "vitis_hls", "yosys", "da4ml_estimate", "conifer_estimate"] = (
-        "first_available"
-    )
+    resource_source: ResourceSource = "first_available"
     max_regression: dict[str, str] = {}
 
     @field_validator("lut", "ff", "dsp", "bram")
@@ -298,7 +297,9 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
         return
     file = resolve_data_path(cfg)
     if not file.is_file():
-        raise ConfigError(f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)")
+        raise ConfigError(
+            f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)"
+        )
     for p in (cfg.model.bdt.load,) if cfg.model.kind == "bdt" and cfg.model.bdt.load else ():
         model_file = (cfg.config_dir / p).resolve()
         if not model_file.is_file():

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import DataError
 from .table import JET_CLASSES, JET_FEATURES, Table
 
-__all__ = ["Dataset", "Scaler", "Table", "JET_CLASSES", "JET_FEATURES", "load_data", "read_source", "split_table"]
+__all__ = ["JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "load_data", "read_source", "split_table"]
 
 BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz"}
 
@@ -74,9 +74,9 @@ class Dataset:
         """Sizes and provenance, as recorded in the report."""
         return {
             "source": self.metadata.get("source"),
-            "n_train": int(len(self.y_train)),
-            "n_val": int(len(self.y_val)),
-            "n_test": int(len(self.y_test)),
+            "n_train": len(self.y_train),
+            "n_val": len(self.y_val),
+            "n_test": len(self.y_test),
             "features": list(self.feature_names),
             "classes": list(self.class_names),
             "scaler": self.scaler.to_dict(),
@@ -93,13 +93,19 @@ def builtin_sample_path(name: str) -> Path:
     return path
 
 
+def _h5_strings(values: Any) -> tuple[str, ...] | None:
+    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values) or None
+
+
 def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
     """User data as arrays in .npz or HDF5."""
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in (x_key, y_key) if k not in f.files]
             if missing:
-                raise DataError(f"{path}: no array named {missing[0]!r} (has: {', '.join(f.files)}); set data.x_key/y_key")
+                raise DataError(
+                    f"{path}: no array named {missing[0]!r} (has: {', '.join(f.files)}); set data.x_key/y_key"
+                )
             x, y = f[x_key], f[y_key]
             names = tuple(str(n) for n in f["feature_names"]) if "feature_names" in f.files else None
             classes = tuple(str(n) for n in f["class_names"]) if "class_names" in f.files else None
@@ -111,8 +117,8 @@ def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
             if missing:
                 raise DataError(f"{path}: no dataset named {missing[0]!r} (has: {', '.join(f)}); set data.x_key/y_key")
             x, y = f[x_key][()], f[y_key][()]
-            names = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f.attrs.get("feature_names", ())) or None
-            classes = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f.attrs.get("class_names", ())) or None
+            names = _h5_strings(f.attrs.get("feature_names", ()))
+            classes = _h5_strings(f.attrs.get("class_names", ()))
     if x.ndim != 2:
         raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features)")
     if y.ndim == 2:  # one-hot labels
@@ -166,7 +172,7 @@ def split_table(table: Table, train: float, val: float, seed: int, max_samples: 
     if max_samples is not None:
         order = order[:max_samples]
     n_used = len(order)
-    n_train, n_val = int(round(train * n_used)), int(round(val * n_used))
+    n_train, n_val = round(train * n_used), round(val * n_used)
     if min(n_train, n_val, n_used - n_train - n_val) < 1:
         raise DataError(f"{n_used} events are too few to split {train:g}/{val:g}/{1 - train - val:g}")
     idx_train, idx_val, idx_test = np.split(order, [n_train, n_train + n_val])

@@ -1,0 +1,49 @@
+"""Model building and checkpoint selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastml.config import MLPConfig, TrainConfig
+from fastml.model import build_float_mlp, build_mlp
+from fastml.train import beta_schedule, select_checkpoint
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_mlp_shapes_and_quantised_layers(batchnorm: bool) -> None:
+    from hgq.layers import QDense, QEinsumDenseBatchnorm
+
+    model = build_mlp(MLPConfig(hidden=[8, 4], batchnorm=batchnorm), 16, 5)
+    assert model.input_shape == (None, 16) and model.output_shape == (None, 5)
+    kinds = [type(layer) for layer in model.layers[1:]]
+    assert kinds == [QEinsumDenseBatchnorm if batchnorm else QDense] * 2 + [QDense]
+    out = model.predict(np.zeros((3, 16), np.float32), verbose=0)
+    assert out.shape == (3, 5)
+
+
+def test_float_twin_has_same_widths() -> None:
+    model = build_float_mlp(MLPConfig(hidden=[8, 4]), 16, 5)
+    dense = [layer.units for layer in model.layers if hasattr(layer, "units")]
+    assert dense == [8, 4, 5]
+
+
+def test_checkpoint_selection_rules() -> None:
+    records = [
+        {"val_accuracy": 0.80, "ebops": 9000},
+        {"val_accuracy": 0.795, "ebops": 5000},
+        {"val_accuracy": 0.70, "ebops": 1000},
+    ]
+    assert select_checkpoint(records, "best_accuracy", 0.0) == 0
+    assert select_checkpoint(records, "smallest_within", 0.01) == 1
+    assert select_checkpoint(records, "smallest_within", 0.2) == 2
+    with pytest.raises(ValueError):
+        select_checkpoint([], "best_accuracy", 0)
+
+
+def test_beta_schedule_is_log_from_start_to_end() -> None:
+    sched = beta_schedule(TrainConfig(epochs=11, beta={"start": 1e-6, "end": 1e-4}))
+    assert sched(0) == pytest.approx(1e-6)
+    assert sched(5) == pytest.approx(1e-5, rel=1e-3)
+    assert sched(10) == pytest.approx(1e-4)
+    assert sched(50) == pytest.approx(1e-4)
