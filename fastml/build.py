@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FastmlError, ToolError, VerificationError
+from .errors import ToolError, VerificationError
 from .report import Report, write_report
 
 if TYPE_CHECKING:
@@ -228,4 +228,4 @@ def summary_lines(report: Report) -> list[str]:
     return lines
 
 
-__all__ = ["QUICK", "build", "staging_dir", "summary_lines", "verification_events", "FastmlError"]
+__all__ = ["QUICK", "build", "staging_dir", "summary_lines", "verification_events"]
