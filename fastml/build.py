@@ -200,7 +200,21 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
             write_report(report, tmp)
             raise
         write_report(report, tmp)
+        _point_paths_at_final(tmp, cfg.project_dir)
     return report
+
+
+def _point_paths_at_final(tmp: Path, final: Path) -> None:
+    """Rewrite absolute staging paths that tools wrote into project files (e.g. hls4ml's OutputDir).
+
+    The move into place happens right after; without this, ``hls4ml_config.yml`` would point at
+    the deleted staging folder.
+    """
+    for pattern in ("*.yml", "*.yaml", "*.tcl", "*.json", "*.sh"):
+        for f in (tmp / "firmware").glob(pattern):
+            text = f.read_text()
+            if str(tmp) in text:
+                f.write_text(text.replace(str(tmp), str(final.resolve())))
 
 
 def summary_lines(report: Report) -> list[str]:

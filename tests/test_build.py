@@ -43,6 +43,8 @@ def test_quick_build_writes_a_complete_project(quick_jet_build) -> None:
     saved = np.load(project / "model" / "verify_inputs.npz")
     assert saved["x"].shape[0] == report.verification["csim"].samples
     assert not list(project.parent.glob(".jet_tagger.tmp-*")), "staging folder left behind"
+    hls_cfg = (project / "firmware" / "hls4ml_config.yml").read_text()
+    assert ".tmp-" not in hls_cfg and str(project.resolve() / "firmware") in hls_cfg
 
 
 def test_reloaded_model_reproduces_reference(quick_jet_build) -> None:
