@@ -30,6 +30,8 @@ SCHEMA_VERSION = 1
 NOT_RUN = "not run"
 #: Order in which resource sources are trusted (first = most authoritative).
 RESOURCE_SOURCE_ORDER = ("vivado", "vitis_hls", "yosys", "da4ml_estimate", "conifer_estimate")
+#: Order in which latency sources are trusted: "da4ml" is the exact pipeline depth of generated RTL.
+LATENCY_SOURCE_ORDER = ("vivado", "vitis_hls", "da4ml", "da4ml_estimate", "conifer_estimate")
 
 
 class _Open(BaseModel):
@@ -96,7 +98,7 @@ class Report(_Open):
     def set_latency(self, latency: Latency) -> None:
         """Record a latency figure and keep ``latency`` pointing at the most authoritative one."""
         self.latency_by_source[latency.source] = latency
-        for source in RESOURCE_SOURCE_ORDER:
+        for source in LATENCY_SOURCE_ORDER:
             if source in self.latency_by_source:
                 self.latency = self.latency_by_source[source]
                 return

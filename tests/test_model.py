@@ -7,7 +7,7 @@ import pytest
 
 from fastml.config import MLPConfig, TrainConfig
 from fastml.model import build_float_mlp, build_mlp
-from fastml.train import beta_schedule, select_checkpoint
+from fastml.training import beta_schedule, select_checkpoint
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])

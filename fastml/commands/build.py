@@ -36,8 +36,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..build import build, summary_lines
     from ..config import load_config
+    from ..pipeline import build, summary_lines
 
     cfg = load_config(args.config, _overrides(args))
     report = build(cfg, quick=args.quick, progress=not args.no_progress and sys.stderr.isatty(),

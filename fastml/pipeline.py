@@ -25,10 +25,10 @@ from .errors import ToolError, VerificationError
 from .report import Report, write_report
 
 if TYPE_CHECKING:
+    from .backends import FirmwareProject
     from .config import BuildConfig
-    from .convert import FirmwareProject
     from .data import Dataset
-    from .train import TrainedModel
+    from .training import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ def _save_model(project_dir: Path, trained: TrainedModel) -> None:
     model_dir = project_dir / "model"
     if trained.kind == "mlp":
         trained.model.save(model_dir / "model.keras")
+        if trained.float_model is not None:
+            trained.float_model.save(model_dir / "float_model.keras")
     elif hasattr(trained.model, "save_model"):  # xgboost
         trained.model.save_model(model_dir / "model.json")
 
@@ -129,7 +131,8 @@ def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig,
         report.set_latency(latency)
     if cfg.firmware.backend == "rtl":
         try:
-            report.resources["yosys"] = estimate.yosys_resources_for_project(project.path, cfg)
+            report.resources["yosys"] = estimate.rtl_yosys_resources(
+                project.path, cfg.firmware.part, log_path=project.path.parent / "logs" / "yosys.log")
             report.checks["yosys"] = "pass"
         except ToolError as err:
             report.checks["yosys"] = f"not run: {err}"
@@ -144,10 +147,10 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
     ``budgets.max_mismatches`` differing outputs); the failed project is then kept as
     ``<name>.failed/`` with its report, and the previous good project is untouched.
     """
-    from .convert import convert
+    from .backends import convert
     from .data import load_data
-    from .train import train
-    from .verify import accuracy, require_bit_exact, roc_auc_per_class, verify_project
+    from .training import train
+    from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
 
     timer = StageTimer(log)
     report = Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
@@ -176,8 +179,10 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
         with timer.stage("verify"):
             outputs: dict[str, np.ndarray] = {}
             report.verification, reference = verify_project(project, x_verify, outputs)
-            firmware_out = next(iter(outputs.values()))
-            scores = {"quantized": reference[:n_test], "firmware": firmware_out[:n_test]}
+            # accuracy.firmware comes from the first level that ran; none ran -> it stays "not run"
+            scores = {"quantized": reference[:n_test]}
+            if outputs:
+                scores["firmware"] = next(iter(outputs.values()))[:n_test]
             if trained.predict_float is not None:
                 scores = {"float": trained.predict_float(x_verify[:n_test]), **scores}
             for which, s in scores.items():

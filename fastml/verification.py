@@ -15,7 +15,7 @@ from .errors import VerificationError
 from .report import VerificationLevel
 
 if TYPE_CHECKING:
-    from .convert import FirmwareProject
+    from .backends import FirmwareProject
 
 
 def bit_exact_mismatches(reference: np.ndarray, firmware: np.ndarray) -> tuple[int, dict[str, Any] | None]:

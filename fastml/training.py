@@ -39,6 +39,7 @@ class TrainedModel:
     predict_float: Callable[[np.ndarray], np.ndarray] | None
     n_classes: int
     ebops: float | None = None
+    float_model: Any = None  # the unquantised twin (mlp), when trained
     history: dict[str, list[float]] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)  # which checkpoint was kept, and why
     wall_s: float = 0.0
@@ -124,6 +125,7 @@ def train_mlp(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progre
         predict_float=_logits_fn(float_model) if float_model is not None else None,
         n_classes=data.n_classes,
         ebops=ebops,
+        float_model=float_model,
         history=history,
         selection={"rule": tc.select, "max_accuracy_drop": tc.max_accuracy_drop, "pareto": records,
                    "chosen": chosen, "checkpoint": chosen_path, "epochs": epochs},

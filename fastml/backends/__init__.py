@@ -19,7 +19,7 @@ from ..report import Latency, Resources
 
 if TYPE_CHECKING:
     from ..config import BuildConfig
-    from ..train import TrainedModel
+    from ..training import TrainedModel
 
 #: A simulation of the firmware: scaled input events (n, n_features) -> outputs (n, n_outputs).
 Simulator = Callable[[np.ndarray], np.ndarray]
@@ -47,9 +47,9 @@ class FirmwareProject:
 
 
 _BACKENDS: dict[str, str] = {
-    "hls4ml": "fastml.convert.hls4ml_backend",
-    "rtl": "fastml.convert.rtl_backend",
-    "conifer": "fastml.convert.conifer_backend",
+    "hls4ml": "fastml.backends.hls4ml_backend",
+    "rtl": "fastml.backends.rtl_backend",
+    "conifer": "fastml.backends.conifer_backend",
 }
 
 

@@ -20,7 +20,7 @@ from . import FirmwareProject
 
 if TYPE_CHECKING:
     from ..config import BuildConfig
-    from ..train import TrainedModel
+    from ..training import TrainedModel
 
 #: fastml's strategy names -> hls4ml's.
 HLS4ML_STRATEGY = {"distributed_arithmetic": "distributed_arithmetic", "latency": "Latency"}

@@ -1,0 +1,134 @@
+"""Verification throughput: one trained model, one set of events, every simulation level fastml offers.
+
+Levels, each compiled once and then run once over all events (events/s = events / wall time of that call):
+
+- ``keras predict``: the quantised Keras model itself (the reference every level must match).
+- ``da4ml emulator``: ``comb_trace(...).predict`` (fastml's bit-exact emulation path); "compile" is the trace.
+- ``hls4ml csim (DA)`` / ``hls4ml csim (Latency)``: hls4ml C-simulation library; compile = convert + g++.
+- ``verilator RTL sim``: da4ml Verilog, verilated; compile = trace + pipeline/write + verilator + g++.
+
+All levels go through fastml's own backends (``fastml.backends.*.convert``), so this measures what
+``fastml build`` does. The model and events come from the build group's jet-tagger project.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core import REPO_ROOT, Context, Row, not_run
+
+JET_CONFIG = REPO_ROOT / "configs" / "jet_tagger.yaml"
+
+
+def _load(project: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    from fastml.keras_backend import ensure_backend
+
+    ensure_backend()
+    import hgq  # noqa: F401  (registers the HGQ2 layers)
+    import keras
+
+    model = keras.models.load_model(project / "model" / "model.keras", compile=False)
+    events = np.load(project / "model" / "verify_inputs.npz")
+    return model, np.asarray(events["x"]), np.asarray(events["y_ref"])
+
+
+def _trained(model: Any) -> Any:
+    from fastml.training import TrainedModel, _logits_fn
+
+    return TrainedModel(kind="mlp", model=model, predict_quantized=_logits_fn(model), predict_float=None,
+                        n_classes=int(model.output_shape[-1]))
+
+
+def _measure(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
+    from fastml.verification import bit_exact_mismatches
+
+    t0 = time.perf_counter()
+    out = np.asarray(fn(x))
+    wall = time.perf_counter() - t0
+    mism, _ = bit_exact_mismatches(y_ref, out)
+    return {"run_s": round(wall, 3), "events_per_s": round(len(x) / wall, 1), "mismatches": mism}
+
+
+def verify_group(ctx: Context) -> list[Row]:
+    """Rows of the ``verify`` group (see the module docstring)."""
+    g = "verify"
+    b = ctx.shared.get("jet_build")
+    items = ["keras predict (reference)", "da4ml emulator (fastml)", "hls4ml csim (DA)", "hls4ml csim (Latency)",
+             "verilator RTL sim"]
+    if b is None:
+        return [not_run(g, i, "needs the jet-tagger model from the build group, which did not run") for i in items]
+    project = Path(b["project_dir"])
+    model, x, y_ref = _load(project)
+    trained = _trained(model)
+    n = len(x)
+    rows: list[Row] = []
+
+    t0 = time.perf_counter()
+    trained.predict_quantized(x[:8])  # JIT-compile the predict function once
+    rows.append(Row(g, items[0], {"events": n, "compile_s": round(time.perf_counter() - t0, 3),
+                                  **_measure(trained.predict_quantized, x, y_ref)},
+                    note="compile = first-call JIT of Keras predict"))
+
+    from fastml.config import load_config
+
+    # da4ml emulator and verilator: the rtl backend builds both (trace once, then write + verilate)
+    cfg = load_config(JET_CONFIG, {"firmware": {"backend": "rtl", "output_dir": str(ctx.workdir)},
+                                   "verify": {"rtl_sim": True}})
+    from fastml.backends import rtl_backend
+
+    try:
+        proj = rtl_backend.convert(trained, cfg, ctx.workdir / "verify_rtl")
+    except Exception as err:  # ToolError from verilator, FastmlError from da4ml
+        rows.append(not_run(g, items[1], str(err)))
+        rows.append(not_run(g, items[4], str(err)))
+        proj = None
+    if proj is not None:
+        t = proj.timings_s
+        rows.append(Row(g, items[1], {"events": n, "compile_s": round(t["trace"], 3),
+                                      **_measure(proj.simulators["emulator"], x, y_ref)},
+                        note="compile = da4ml trace_model + comb_trace (CMVM solver)"))
+        if "rtl_sim" in proj.simulators:
+            compile_s = t["trace"] + t["write"] + t.get("rtl_compile", 0.0)
+            stages = proj.latency.cycles if proj.latency else "?"
+            rows.append(Row(g, items[4], {"events": n, "compile_s": round(compile_s, 3),
+                                          **_measure(proj.simulators["rtl_sim"], x, y_ref)},
+                            note=f"compile = trace {t['trace']:.1f}s + pipeline/write {t['write']:.1f}s + "
+                                 f"verilator {t.get('rtl_compile', 0):.1f}s; {stages} pipeline stages"))
+        else:
+            rows.append(not_run(g, items[4], str(proj.info.get("rtl_sim", "rtl_sim not built"))))
+
+    from fastml.backends import hls4ml_backend
+
+    csim = b["verification"].get("csim")
+    t = b["timings_s"]
+    if csim and "convert.csim_compile" in t and b["firmware"].get("strategy") == "distributed_arithmetic":
+        # The build group's `fastml build` already compiled and ran this level on these very events.
+        wall = float(csim["wall_s"])
+        rows.append(Row(g, items[2], {"events": csim["samples"],
+                                      "compile_s": round(t["convert.hls4ml_convert"] + t["convert.csim_compile"], 3),
+                                      "run_s": round(wall, 3), "events_per_s": round(csim["samples"] / wall, 1),
+                                      "mismatches": csim["mismatches"]},
+                        note=f"measured inside the build group's fastml build: hls4ml convert "
+                             f"{t['convert.hls4ml_convert']:.1f}s + g++ {t['convert.csim_compile']:.1f}s"))
+        strategies = [(items[3], "latency")]
+    else:
+        strategies = [(items[2], "distributed_arithmetic"), (items[3], "latency")]
+    for item, strategy in strategies:
+        cfg = load_config(JET_CONFIG, {"firmware": {"backend": "hls4ml", "strategy": strategy,
+                                                    "output_dir": str(ctx.workdir)}})
+        try:
+            proj = hls4ml_backend.convert(trained, cfg, ctx.workdir / f"verify_hls4ml_{strategy}")
+        except Exception as err:  # ToolError: the C++ did not compile
+            rows.append(not_run(g, item, str(err)))
+            continue
+        t = proj.timings_s
+        rows.append(Row(g, item, {"events": n, "compile_s": round(t["hls4ml_convert"] + t["csim_compile"], 3),
+                                  **_measure(proj.simulators["csim"], x, y_ref)},
+                        note=f"compile = hls4ml convert {t['hls4ml_convert']:.1f}s + g++ {t['csim_compile']:.1f}s"))
+    order = {name: i for i, name in enumerate(items)}
+    rows.sort(key=lambda r: order.get(r.item, 99))
+    return rows

@@ -1,0 +1,347 @@
+"""conifer backend: a BDT becomes an HLS (``xilinxhls``), ``vhdl`` or ``cpp`` conifer project.
+
+``convert`` chooses the fixed-point precision (``firmware.precision``, or the narrowest within the
+allowed accuracy loss), writes the conifer project into ``project_dir/"firmware"``, compiles its C++
+emulation (``xilinxhls``, ``cpp``: level ``csim``) and returns the NumPy fixed-point reference
+(``fastml.fixed_point``) that the emulation must match exactly. The VHDL backend has no C++
+emulation; its ``rtl_sim`` level runs only where conifer finds a VHDL simulator (xsim, GHDL, ModelSim),
+otherwise it is recorded under ``info["not_run"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, ToolError
+from ..fixed_point import MAX_WIDTH, APFixed, FixedPointEnsemble, Precision, integer_bits_for
+from ..report import Latency, Resources
+from . import FirmwareProject
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..config import BuildConfig
+    from ..training import TrainedModel
+
+#: Allowed accuracy loss (vs the float ensemble, validation split) when ``budgets.max_accuracy_drop`` is unset.
+DEFAULT_ALLOWED_LOSS = 0.01
+#: Fractional bits tried by the precision search (0 .. this).
+MAX_SEARCH_FRAC = 24
+#: Confidence (standard errors of the paired accuracy difference) the precision search keeps from the allowed loss.
+SEARCH_SIGMAS = 2.0
+#: VHDL simulators conifer can drive, by executable.
+_VHDL_SIMULATORS = {"xsim": "xsim", "ghdl": "ghdl", "vsim": "modelsim"}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Outcome of ``search_precision``: the chosen types and one row per candidate tried."""
+
+    precision: Precision
+    rows: list[dict[str, Any]]
+    met: bool
+
+
+def accuracy_of(scores: np.ndarray, labels: np.ndarray) -> float:
+    from ..verification import accuracy
+
+    return accuracy(scores, labels)
+
+
+def search_precision(ref: FixedPointEnsemble, x: np.ndarray, y: np.ndarray, float_scores: np.ndarray,
+                     allowed_loss: float, uniform: bool = False, score_range: float | None = None,
+                     sigmas: float = SEARCH_SIGMAS) -> SearchResult:
+    """Narrowest ``ap_fixed`` types whose accuracy loss on (x, y) vs ``float_scores`` stays within ``allowed_loss``.
+
+    A candidate is accepted when ``loss + sigmas * sqrt(d / n) <= allowed_loss``, where ``d`` is the
+    fraction of the n events whose decision differs from the float one: ``sqrt(d / n)`` bounds the
+    standard error of the paired accuracy difference, so the loss also holds on other held-out events
+    (the test split) with about ``sigmas`` standard deviations of confidence.
+
+    Integer bits are fixed from the ranges (inputs: events and thresholds; scores: leaves, base score and
+    ``score_range``, plus one bit of headroom), then fractional bits grow from 0: first for inputs and
+    thresholds (with a wide score type), then for scores. ``uniform`` (the VHDL backend) searches one type
+    for everything. The first candidate that meets the target in each stage is kept; if none does, the
+    widest is kept and ``met`` is False.
+    """
+    x = np.asarray(x, np.float64)
+    float_scores = np.asarray(float_scores, np.float64).reshape(len(y), -1)
+    float_accuracy = accuracy_of(float_scores, y)
+    float_decision = _decisions(float_scores)
+    in_int = integer_bits_for(max(float(np.abs(x).max(initial=0.0)), ref.max_abs_threshold()))
+    s_range = max(ref.max_abs_leaf(), float(np.abs(ref.init_predict).max(initial=0.0)), score_range or 0.0)
+    s_int = integer_bits_for(2 * s_range)  # one bit of headroom: a wrapped score flips a confident decision
+    rows: list[dict[str, Any]] = []
+
+    def evaluate(stage: str, p: Precision, leaves: np.ndarray | None = None) -> tuple[bool, np.ndarray]:
+        lv = ref.leaves(x, p.input, p.threshold) if leaves is None else leaves
+        scores = ref.scores_from_leaves(lv, p.score)
+        acc = accuracy_of(scores, y)
+        flips = float(np.mean(_decisions(scores) != float_decision))
+        margin = sigmas * float(np.sqrt(flips / len(y)))
+        ok = float_accuracy - acc + margin <= allowed_loss
+        rows.append({"stage": stage, **p.to_dict(), "bits": p.total_bits(), "accuracy": round(acc, 6),
+                     "loss": round(float_accuracy - acc, 6), "margin": round(margin, 6),
+                     "flip_fraction": round(flips, 6), "ok": bool(ok)})
+        return ok, lv
+
+    if uniform:
+        i = max(in_int, s_int)
+        best = None
+        for f in range(0, min(MAX_SEARCH_FRAC, MAX_WIDTH - i) + 1):
+            p = Precision.uniform(APFixed(i + f, i))
+            ok, _ = evaluate("uniform", p)
+            best = p
+            if ok:
+                return SearchResult(p, rows, True)
+        assert best is not None
+        return SearchResult(best, rows, False)
+
+    wide_score = APFixed(min(MAX_WIDTH, s_int + MAX_SEARCH_FRAC), s_int)
+    chosen_in, leaves, met_in = None, None, False
+    for f in range(0, min(MAX_SEARCH_FRAC, MAX_WIDTH - in_int) + 1):
+        t = APFixed(in_int + f, in_int)
+        ok, leaves = evaluate("input", Precision(t, t, wide_score))
+        chosen_in = t
+        if ok:
+            met_in = True
+            break
+    assert chosen_in is not None and leaves is not None
+    chosen_score = wide_score
+    met_score = False
+    for f in range(0, wide_score.frac + 1):
+        s = APFixed(s_int + f, s_int)
+        ok, _ = evaluate("score", Precision(chosen_in, chosen_in, s), leaves)
+        chosen_score = s
+        if ok:
+            met_score = True
+            break
+    return SearchResult(Precision(chosen_in, chosen_in, chosen_score), rows, met_in and met_score)
+
+
+def _decisions(scores: np.ndarray) -> np.ndarray:
+    """The decision at the working point: margin > 0 for one output, argmax otherwise."""
+    return scores[:, 0] > 0 if scores.shape[1] == 1 else scores.argmax(axis=1)
+
+
+def _project_name(name: str) -> str:
+    ident = re.sub(r"\W", "_", name)
+    return ident if ident[:1].isalpha() else f"bdt_{ident}"
+
+
+@contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    """conifer writes helper files into the working directory: keep them inside the project."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _explicit_precision(cfg: BuildConfig) -> Precision:
+    try:
+        t = APFixed.parse(cfg.firmware.precision)
+    except ValueError as err:
+        raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': {err}; expected 'ap_fixed<W,I>' "
+                          f"(W <= {MAX_WIDTH}) or 'auto'") from None
+    if t.integer < 2:
+        raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': conifer casts 1.0 (split weights, norm) "
+                          f"to this type, so it needs at least 2 integer bits; got {t}")
+    return Precision.uniform(t)
+
+
+def _conifer_config(cfg: BuildConfig, backend: str, out_dir: Path, precision: Precision) -> dict[str, Any]:
+    config: dict[str, Any] = {"Backend": backend, "ProjectName": _project_name(cfg.name), "OutputDir": str(out_dir),
+                              "InputPrecision": str(precision.input), "ThresholdPrecision": str(precision.threshold),
+                              "ScorePrecision": str(precision.score)}
+    if backend in ("xilinxhls", "vhdl"):
+        config["XilinxPart"] = cfg.firmware.part
+    if backend == "xilinxhls":
+        config.update(ClockPeriod=cfg.firmware.clock_period_ns, Unroll=True)
+    return config
+
+
+def _emulator(model: Any, n_outputs: int) -> Any:
+    """Run the compiled pybind11 bridge directly (independent of the working directory)."""
+    bridge = model.bridge
+
+    def simulate(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        out = np.array([bridge.decision_function(row) for row in x], np.float64)
+        return out.reshape(len(x), n_outputs)
+
+    return simulate
+
+
+def _vhdl_simulator() -> str | None:
+    for exe, name in _VHDL_SIMULATORS.items():
+        if shutil.which(exe):
+            return name
+    return None
+
+
+def _estimates(model: Any, backend: str,
+               cfg: BuildConfig) -> tuple[Latency | None, dict[str, Resources], dict[str, Any]]:
+    if backend == "cpp":
+        return None, {}, {"estimates": "not applicable: the cpp backend is a software emulation, not firmware"}
+    from conifer.utils.performance import performance_estimates
+
+    logging.getLogger("conifer.utils.performance.prediction").setLevel(logging.ERROR)
+    est = performance_estimates(model, backend)
+    cycles = int(est["latency"])
+    latency = Latency(cycles=cycles, ns=cycles * cfg.firmware.clock_period_ns, ii=1 if backend == "vhdl" else None,
+                      source="conifer_estimate")
+    resources = {"conifer_estimate": Resources(lut=int(est["lut"]), ff=int(est["ff"]))}
+    note = ("conifer's fitted performance model (experimental): VHDL latency = 2 + depth + ceil(log2 n_trees)"
+            if backend == "vhdl" else "conifer's fitted performance model (experimental), HLS unrolled")
+    return latency, resources, {"estimates": note, "estimate_raw": {k: int(v) for k, v in est.items()}}
+
+
+def float_agreement(float_scores: np.ndarray, fw_scores: np.ndarray, labels: np.ndarray,
+                    class_names: tuple[str, ...]) -> dict[str, Any]:
+    """How the firmware scores compare with the float ensemble's on the same events."""
+    from ..verification import roc_auc_per_class
+
+    f = np.asarray(float_scores, np.float64).reshape(len(labels), -1)
+    q = np.asarray(fw_scores, np.float64).reshape(len(labels), -1)
+    diff = np.abs(f - q)
+    if f.shape[1] == 1:
+        flips, point = (f[:, 0] > 0) != (q[:, 0] > 0), "margin > 0 (probability 0.5)"
+    else:
+        flips, point = f.argmax(axis=1) != q.argmax(axis=1), "argmax over classes"
+    return {
+        "events": len(labels), "max_abs_score_diff": float(diff.max()), "mean_abs_score_diff": float(diff.mean()),
+        "decision_flip_fraction": float(flips.mean()), "decision_flips": int(flips.sum()), "working_point": point,
+        "accuracy": {"float": accuracy_of(f, labels), "firmware": accuracy_of(q, labels)},
+        "auc": {"float": roc_auc_per_class(f, labels, class_names),
+                "firmware": roc_auc_per_class(q, labels, class_names)},
+    }
+
+
+def _validation(trained: TrainedModel, cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    val = getattr(trained, "validation", None)
+    names = getattr(trained, "class_names", None)
+    if val is not None and names:
+        return val[0], val[1], tuple(names)
+    from ..data import load_data
+
+    data = load_data(cfg.data, cfg.config_dir)
+    return data.x_val, data.y_val, data.class_names
+
+
+def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
+    """Write and compile the conifer project for ``trained`` (kind "bdt") under ``project_dir/"firmware"``.
+
+    Guarantees: ``reference`` is the fixed-point model at the chosen precision; every simulator returned
+    ran its compile step successfully; ``info`` is JSON-serialisable and holds ``precision``,
+    ``precision_search`` (when "auto"), ``float_agreement`` and ``not_run`` (levels that could not run, and why).
+    Raises ``ToolError`` if the emulation does not compile, ``ConfigError`` for a bad ``firmware.precision``.
+    """
+    import conifer
+
+    from ..bdt import sklearn_ensemble, xgboost_ensemble
+    from ..tools import conifer_env
+
+    if trained.kind != "bdt":
+        raise ConfigError(f"{cfg.source_path}: firmware.backend 'conifer' needs model.kind 'bdt', got {trained.kind!r}")
+    backend = cfg.firmware.conifer_backend
+    timings: dict[str, float] = {}
+    ensemble = getattr(trained, "ensemble", None) or (
+        xgboost_ensemble(trained.model) if type(trained.model).__module__.startswith("xgboost")
+        else sklearn_ensemble(trained.model))
+    ref = FixedPointEnsemble(ensemble)
+    x_val, y_val, class_names = _validation(trained, cfg)
+    assert trained.predict_float is not None
+    float_val = trained.predict_float(x_val)
+    float_acc = accuracy_of(float_val, y_val)
+    info: dict[str, Any] = {"conifer_backend": backend, "conifer_version": str(conifer.__version__),
+                            "library": ensemble["library"], "splitting_convention": ensemble["splitting_convention"],
+                            "n_rounds": int(ensemble["n_trees"]), "n_trees": ref.n_trees, "n_outputs": ref.n_outputs,
+                            "max_depth": ref.depth,
+                            "quantisation": "ap_fixed AP_TRN (floor) / AP_WRAP on inputs, thresholds, leaves, sums",
+                            "not_run": {}}
+
+    t0 = time.perf_counter()
+    if cfg.firmware.precision.strip().lower() == "auto":
+        allowed = cfg.budgets.max_accuracy_drop if cfg.budgets.max_accuracy_drop is not None else DEFAULT_ALLOWED_LOSS
+        result = search_precision(ref, x_val, y_val, float_val, allowed, uniform=backend == "vhdl",
+                                  score_range=float(np.abs(float_val).max(initial=0.0)))
+        precision = result.precision
+        info["precision_search"] = {"allowed_loss": allowed, "float_accuracy": float_acc,
+                                    "events": "validation split", "n_events": len(y_val),
+                                    "acceptance": f"loss + {SEARCH_SIGMAS:g} * sqrt(flip_fraction / n_events) "
+                                                  "<= allowed_loss",
+                                    "target_met": result.met, "chosen": precision.to_dict(), "rows": result.rows}
+    else:
+        precision = _explicit_precision(cfg)
+    timings["precision_search"] = round(time.perf_counter() - t0, 3)
+    info["precision"] = precision.to_dict()
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        return ref.decision_function(x, precision)
+
+    out_dir = Path(project_dir).resolve() / "firmware"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(conifer_env())
+    config = _conifer_config(cfg, backend, out_dir, precision)
+    simulators: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with _cwd(out_dir):  # the VHDL backend compiles a fixed-point helper into the working directory
+        model = conifer.model.make_model(copy.deepcopy(ensemble), config)
+        if backend == "vhdl":
+            model.write()
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    if backend in ("xilinxhls", "cpp"):
+        try:
+            with _cwd(out_dir):
+                model.compile()
+        except Exception as err:  # conifer raises bare Exception with the g++ failure
+            raise ToolError(f"conifer {backend} emulation did not compile in {out_dir}: {err}") from None
+        simulators["csim"] = _emulator(model, ref.n_outputs)
+    else:
+        sim = _vhdl_simulator()
+        if sim is None:
+            info["not_run"]["rtl_sim"] = "no VHDL simulator (xsim, ghdl or vsim) on PATH"
+        else:
+            from conifer.backends.vhdl import set_simulator
+
+            set_simulator(sim)
+            if not model.compile():
+                raise ToolError(f"conifer VHDL simulation ({sim}) did not compile in {out_dir}; see its log there")
+
+            def rtl_sim(x: np.ndarray) -> np.ndarray:
+                y = model.decision_function(np.asarray(x, np.float64))
+                if y is None:
+                    raise ToolError(f"conifer VHDL simulation ({sim}) failed in {out_dir}; see its log there")
+                return np.asarray(y, np.float64).reshape(len(x), ref.n_outputs)
+
+            simulators["rtl_sim"] = rtl_sim
+    timings["compile"] = round(time.perf_counter() - t0, 3)
+
+    latency, resources, est_info = _estimates(model, backend, cfg)
+    info.update(est_info)
+
+    t0 = time.perf_counter()
+    n_agree = min(len(x_val), cfg.verify.samples)
+    level = "csim" if "csim" in simulators else None
+    fw_val = simulators[level](x_val[:n_agree]) if level else reference(x_val[:n_agree])
+    info["float_agreement"] = {"scores_from": level or "fixed-point reference", "events_from": "validation split",
+                               **float_agreement(float_val[:n_agree], fw_val, y_val[:n_agree], class_names)}
+    timings["float_agreement"] = round(time.perf_counter() - t0, 3)
+    return FirmwareProject(backend="conifer", path=out_dir, simulators=simulators, reference=reference,
+                           reference_name="fixed-point reference", latency=latency, resources=resources, info=info,
+                           timings_s=timings, handle=model)

@@ -1,0 +1,274 @@
+"""Boosted decision trees: train (xgboost or scikit-learn) or load an ensemble, and describe it for conifer.
+
+``train_bdt(cfg, data)`` returns a ``TrainedBDT`` whose ``predict_float`` is the ensemble's own margin
+(xgboost ``output_margin``, sklearn ``decision_function``) with shape (n, n_outputs): one column for two
+classes, one per class otherwise. ``ensemble`` is conifer's ``ensembleDict`` for the same trees. For
+xgboost it is read from the model's JSON (not conifer's converter), because conifer 1.11's converter
+parses thresholds from xgboost's text dump (rounded to ~8 digits, so a value exactly on a float32
+threshold can take the wrong branch) and takes the logit of xgboost 3's multi-class ``base_score``
+(which is already a margin), giving NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .training import TrainedModel
+
+if TYPE_CHECKING:
+    from .config import BuildConfig
+    from .data import Dataset
+
+#: xgboost objectives whose ``base_score`` is a probability (the margin is its logit).
+_PROBABILITY_BASE_SCORE = ("binary:logistic", "reg:logistic")
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+@dataclass
+class TrainedBDT(TrainedModel):
+    """A ``TrainedModel`` (kind "bdt") plus what the conifer backend needs.
+
+    ``ensemble``: conifer ensembleDict; ``library``: "xgboost" | "sklearn"; ``validation``: the validation
+    split (x, y) used for the precision search and ``class_names`` (neither is serialised into reports).
+    """
+
+    ensemble: dict[str, Any] = field(default_factory=dict)
+    library: str = "xgboost"
+    validation: tuple[np.ndarray, np.ndarray] | None = None
+    class_names: tuple[str, ...] = ()
+
+
+def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
+    """Train ``cfg.model.bdt`` on ``data`` (or load ``model.bdt.load``), ready for conversion.
+
+    Guarantees: ``predict_float(x)`` has shape (n, 1) for two classes and (n, n_classes) otherwise;
+    ``ensemble`` evaluated in double precision reproduces ``predict_float`` (checked here on a few
+    training events; a disagreement raises ``DataError`` rather than building wrong firmware).
+    """
+    bc = cfg.model.bdt
+    t0 = time.perf_counter()
+    if bc.load:
+        model, how = load_model(cfg), "loaded"
+    elif bc.library == "xgboost":
+        model, how = _fit_xgboost(cfg, data), "trained"
+    else:
+        model, how = _fit_sklearn(cfg, data), "trained"
+    library = "xgboost" if _is_xgboost(model) else "sklearn"
+    ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
+    if ensemble["n_features"] != data.n_features:
+        raise ConfigError(f"{cfg.source_path}: key 'model.bdt.load': the model has {ensemble['n_features']} features, "
+                          f"the data has {data.n_features}")
+    n_classes = max(int(ensemble["n_classes"]), 2)
+    if n_classes != data.n_classes:
+        raise ConfigError(f"{cfg.source_path}: key 'model.bdt.load': the model has {n_classes} classes, "
+                          f"the data has {data.n_classes}")
+    predict = margin_fn(model)
+    _check_ensemble(ensemble, predict, data.x_train[:256])
+    selection: dict[str, Any] = {
+        "library": library, "source": how, "load": bc.load, "n_trees": int(ensemble["n_trees"]),
+        "max_depth": int(ensemble["max_depth"]),
+        "n_nodes": int(sum(len(t["feature"]) for r in ensemble["trees"] for t in r)),
+    }
+    if not bc.load:
+        selection.update(n_estimators=bc.n_estimators, learning_rate=bc.learning_rate)
+    return TrainedBDT(kind="bdt", model=model, predict_quantized=predict, predict_float=predict,
+                      n_classes=data.n_classes, selection=selection, wall_s=time.perf_counter() - t0,
+                      ensemble=ensemble, library=library, validation=(data.x_val, data.y_val),
+                      class_names=tuple(data.class_names))
+
+
+def _fit_xgboost(cfg: BuildConfig, data: Dataset) -> Any:
+    import xgboost as xgb
+
+    bc = cfg.model.bdt
+    binary = data.n_classes == 2
+    params = {"objective": "binary:logistic" if binary else "multi:softprob", "max_depth": bc.max_depth,
+              "eta": bc.learning_rate, "tree_method": "hist", "seed": cfg.train.seed, "nthread": 2}
+    if not binary:
+        params["num_class"] = data.n_classes
+    dtrain = xgb.DMatrix(data.x_train, label=data.y_train)
+    return xgb.train(params, dtrain, num_boost_round=bc.n_estimators)
+
+
+def _fit_sklearn(cfg: BuildConfig, data: Dataset) -> Any:
+    # conifer 1.11 converts GradientBoostingClassifier (its converter reads estimators_, which
+    # HistGradientBoostingClassifier does not have).
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    bc = cfg.model.bdt
+    model = GradientBoostingClassifier(n_estimators=bc.n_estimators, max_depth=bc.max_depth,
+                                       learning_rate=bc.learning_rate, random_state=cfg.train.seed)
+    return model.fit(data.x_train, data.y_train)
+
+
+def load_model(cfg: BuildConfig) -> Any:
+    """Read ``model.bdt.load``: ``.json`` / ``.ubj`` (xgboost), ``.skops``, or a pickle if ``trust_pickle``.
+
+    Raises ``ConfigError`` (one line naming the key) for an unknown suffix, an untrusted pickle, or a
+    file that does not hold a supported ensemble.
+    """
+    bc = cfg.model.bdt
+    assert bc.load is not None
+    path = (cfg.config_dir / bc.load).resolve()
+    where = f"{cfg.source_path}: key 'model.bdt.load'"
+    if not path.is_file():
+        raise ConfigError(f"{where}: file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".ubj"):
+        import xgboost as xgb
+
+        try:
+            return xgb.Booster(model_file=str(path))
+        except xgb.core.XGBoostError as err:
+            raise ConfigError(f"{where}: {path.name} is not an xgboost model ({str(err).splitlines()[0]})") from None
+    if suffix in _PICKLE_SUFFIXES:
+        if not bc.trust_pickle:
+            raise ConfigError(f"{where}: refusing to load pickle {path.name} (a pickle can run arbitrary code); "
+                              "set model.bdt.trust_pickle: true if you trust its origin, or save it as .skops/.json")
+        with path.open("rb") as f:
+            model = pickle.load(f)  # the user opted in with trust_pickle
+    elif suffix == ".skops":
+        model = _load_skops(path, where)
+    else:
+        raise ConfigError(f"{where}: unsupported model file {path.name}; expected .json or .ubj (xgboost), "
+                          ".skops, or .pkl/.pickle/.joblib (with trust_pickle: true)")
+    if not (_is_xgboost(model) or type(model).__name__ == "GradientBoostingClassifier"):
+        raise ConfigError(f"{where}: {path.name} holds a {type(model).__name__}; expected an xgboost model "
+                          "or a scikit-learn GradientBoostingClassifier")
+    return model
+
+
+def _load_skops(path: Path, where: str) -> Any:
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ConfigError(f"{where}: {path.name} needs the 'skops' package, which is not installed") from None
+    untrusted = sio.get_untrusted_types(file=path)
+    foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
+    if foreign:
+        raise ConfigError(f"{where}: {path.name} contains types outside scikit-learn/numpy: {', '.join(foreign)}")
+    return sio.load(path, trusted=untrusted)
+
+
+def _is_xgboost(model: Any) -> bool:
+    return type(model).__module__.startswith("xgboost")
+
+
+def _booster(model: Any) -> Any:
+    return model.get_booster() if hasattr(model, "get_booster") else model
+
+
+def margin_fn(model: Any) -> Any:
+    """``x -> margins`` of shape (n, n_outputs) for an xgboost or sklearn ensemble."""
+    if _is_xgboost(model):
+        import xgboost as xgb
+
+        booster = _booster(model)
+
+        def predict_xgb(x: np.ndarray) -> np.ndarray:
+            out = booster.predict(xgb.DMatrix(np.asarray(x, np.float32)), output_margin=True)
+            return np.asarray(out, np.float64).reshape(len(x), -1)
+
+        return predict_xgb
+
+    def predict_sklearn(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.decision_function(np.asarray(x, np.float32)), np.float64).reshape(len(x), -1)
+
+    return predict_sklearn
+
+
+def xgboost_ensemble(model: Any) -> dict[str, Any]:
+    """conifer ensembleDict of an xgboost gbtree model, read from its JSON with exact float32 values.
+
+    Node order is xgboost's node id; split ``x < threshold`` goes to the left ("yes") child, as in
+    xgboost. Raises ``ConfigError`` for what conifer cannot express (categorical splits, dart, multi-target).
+    """
+    booster = _booster(model)
+    doc = json.loads(booster.save_raw("json"))
+    learner = doc["learner"]
+    gb = learner["gradient_booster"]
+    if gb.get("name") != "gbtree":
+        raise ConfigError(f"xgboost booster {gb.get('name')!r} is not supported (expected gbtree)")
+    params = learner["learner_model_param"]
+    n_targets = int(params.get("num_target", "1"))
+    num_class = int(params["num_class"])
+    n_features = int(params["num_feature"])
+    if n_targets != 1:
+        raise ConfigError("multi-target xgboost models are not supported by conifer")
+    n_outputs = max(num_class, 1)
+    trees_json = gb["model"]["trees"]
+    tree_info = gb["model"]["tree_info"]
+    rounds: list[list[dict[str, Any]]] = []
+    for start in range(0, len(trees_json), n_outputs):
+        group = trees_json[start:start + n_outputs]
+        if [tree_info[start + i] for i in range(len(group))] != list(range(n_outputs)):
+            raise ConfigError("xgboost model trees are not grouped one per class per round (unsupported layout)")
+        rounds.append([_xgb_tree(t, n_features) for t in group])
+    objective = learner["objective"]["name"]
+    base = np.asarray([float(v) for v in str(params["base_score"]).strip("[]").split(",")], np.float32)
+    base = base.astype(np.float64)
+    if objective in _PROBABILITY_BASE_SCORE:
+        base = np.log(base / (1.0 - base))
+    if len(base) == 1:
+        base = np.repeat(base, n_outputs)
+    depth = max(_depth(t) for r in rounds for t in r)
+    return {"max_depth": depth, "n_trees": len(rounds), "n_classes": 2 if num_class == 0 else num_class,
+            "n_features": n_features, "trees": rounds, "init_predict": [float(b) for b in base], "norm": 1,
+            "library": "xgboost", "splitting_convention": "<",
+            "feature_map": {f"f{i}": i for i in range(n_features)}}
+
+
+def _xgb_tree(tree: dict[str, Any], n_features: int) -> dict[str, Any]:
+    if any(int(s) != 0 for s in tree.get("split_type", [])):
+        raise ConfigError("xgboost categorical splits are not supported by conifer")
+    left = [int(v) for v in tree["left_children"]]
+    right = [int(v) for v in tree["right_children"]]
+    # JSON holds float32 values as shortest decimal strings: go through float32 to recover them exactly.
+    cond = np.asarray(tree["split_conditions"], np.float32).astype(np.float64)
+    leaf = [lc == -1 for lc in left]
+    feature = [-2 if is_leaf else int(f) for is_leaf, f in zip(leaf, tree["split_indices"], strict=True)]
+    weight = [[0] * n_features if f < 0 else [int(i == f) for i in range(n_features)] for f in feature]
+    return {"feature": feature, "threshold": [0.0 if lf else float(c) for lf, c in zip(leaf, cond, strict=True)],
+            "value": [float(c) if lf else 0.0 for lf, c in zip(leaf, cond, strict=True)], "weight": weight,
+            "children_left": left, "children_right": right}
+
+
+def _depth(tree: dict[str, Any]) -> int:
+    def walk(node: int) -> int:
+        if tree["children_left"][node] == -1:
+            return 0
+        return 1 + max(walk(tree["children_left"][node]), walk(tree["children_right"][node]))
+
+    return walk(0)
+
+
+def sklearn_ensemble(model: Any) -> dict[str, Any]:
+    """conifer ensembleDict of a fitted ``GradientBoostingClassifier`` (conifer's own converter)."""
+    from conifer.converters import get_converter
+
+    ensemble = get_converter("sklearn").convert(model)
+    # conifer copies bdt.max_depth (the hyper-parameter); the firmware only needs the actual depth.
+    ensemble["max_depth"] = max(_depth(t) for r in ensemble["trees"] for t in r)
+    ensemble["n_classes"] = int(ensemble["n_classes"])
+    ensemble["init_predict"] = [float(v) for v in ensemble["init_predict"]]
+    return ensemble
+
+
+def _check_ensemble(ensemble: dict[str, Any], predict: Any, x: np.ndarray) -> None:
+    from .fixed_point import FixedPointEnsemble
+
+    ref = FixedPointEnsemble(ensemble).float_decision_function(x)
+    margin = predict(x)
+    # xgboost sums in float32: allow rounding, but not a different tree or base score.
+    if ref.shape != margin.shape or not np.allclose(ref, margin, rtol=1e-4, atol=1e-4):
+        worst = float(np.abs(ref - margin).max()) if ref.shape == margin.shape else float("nan")
+        raise DataError(f"the tree description read from the {ensemble['library']} model does not reproduce its "
+                        f"predictions (max difference {worst:.3g}, shapes {ref.shape} vs {margin.shape})")

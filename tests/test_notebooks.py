@@ -1,0 +1,78 @@
+"""The notebooks run top to bottom (quick mode), save their figures, and are committed without outputs.
+
+Each notebook runs in its own temporary working directory with ``FASTML_NOTEBOOK_QUICK=1`` on the
+``python3`` kernel of this interpreter's environment; a cell that raises fails the test. Notebook 01
+reuses the session's quick jet build through ``FASTML_NOTEBOOK_CACHE`` instead of compiling its own.
+The figures of every notebook are kept under pytest's temporary folder (path printed with ``-s``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CELL_TIMEOUT_S = 300
+
+
+def test_the_four_notebooks_exist() -> None:
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_resource_tradeoff.ipynb", "03_bdt.ipynb",
+                                           "04_rtl_and_budgets.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {i} carries outputs"
+
+
+@pytest.fixture(scope="session")
+def figures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("notebook_figures")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(path: Path, quick_jet_build, figures_dir: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    project, _ = quick_jet_build
+    figures = figures_dir / path.stem
+    monkeypatch.setenv("FASTML_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("FASTML_NOTEBOOK_CACHE", str(project.parent))
+    monkeypatch.setenv("FASTML_NOTEBOOK_FIGURES", str(figures))
+    monkeypatch.chdir(tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    # The kernel must be this environment's Python, not whatever "python3" means elsewhere.
+    nb.cells.insert(0, nbformat.v4.new_code_cell(
+        f"import sys\nassert sys.prefix == {sys.prefix!r}, f'kernel runs {{sys.executable}}'"))
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    t0 = time.perf_counter()
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # the kernel colours its tracebacks
+        pytest.fail(f"{path.name}: a cell raised:\n{plain}")
+    wall = time.perf_counter() - t0
+    pngs = sorted(figures.glob("*.png"))
+    print(f"{path.name}: {wall:.0f} s, figures: {[p.name for p in pngs]} in {figures}")
+    assert pngs, f"{path.name} saved no figure"
+    for png in pngs:
+        assert png.stat().st_size > 2000 and png.read_bytes()[:4] == b"\x89PNG"
+    displayed = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert displayed, f"{path.name} displayed no figure"
