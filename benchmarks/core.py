@@ -183,15 +183,9 @@ def _ram_gib() -> float | None:
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """Installed versions of ``names`` in this interpreter (absent ones are left out)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from fastml.report import package_versions as installed_versions
 
-    out: dict[str, str] = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(names)
 
 
 def tool_versions() -> dict[str, str]:

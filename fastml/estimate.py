@@ -246,8 +246,9 @@ def _project_config(project_dir: Path) -> BuildConfig:
 
 
 def _find_keras_model(project_dir: Path) -> Path | None:
-    found = sorted((project_dir / "model").glob("*.keras")) if (project_dir / "model").is_dir() else []
-    return found[0] if found else None
+    """The quantised model a build saved (``model/model.keras``; never the float twin)."""
+    path = project_dir / "model" / "model.keras"
+    return path if path.is_file() else None
 
 
 def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosys: bool = True) -> Report:
@@ -255,7 +256,7 @@ def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosy
 
     rtl backend: da4ml figures from ``firmware/metadata.json`` (resources ``da4ml_estimate``, exact
     latency ``da4ml``) and, if ``run_yosys``, ``yosys`` cell counts. hls4ml backend: ``da4ml_estimate``
-    of the saved Keras model (``model/*.keras``). Anything that cannot run is recorded in
+    of the saved Keras model (``model/model.keras``). Anything that cannot run is recorded in
     ``report.firmware["estimates"]`` as ``"not run: <why>"``; nothing is reported as measured that was not.
     """
     project_dir = Path(project_dir)
@@ -285,7 +286,7 @@ def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosy
     elif report.backend == "hls4ml":
         model_file = _find_keras_model(project_dir)
         if model_file is None:
-            notes["da4ml_estimate"] = f"{NOT_RUN}: no model/*.keras in {project_dir}"
+            notes["da4ml_estimate"] = f"{NOT_RUN}: no model/model.keras in {project_dir}"
         else:
             from .keras_backend import ensure_backend
 
