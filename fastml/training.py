@@ -6,6 +6,7 @@ firmware must reproduce, bit for bit.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def beta_schedule(cfg: TrainConfig) -> Callable[[int], float]:
     return PieceWiseSchedule([(0, start, interp), (last, end, "constant")])
 
 
-def select_checkpoint(records: list[dict[str, float]], select: str, max_drop: float) -> int:
+def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: float) -> int:
     """Index of the checkpoint to keep among Pareto ``records`` ({'val_accuracy', 'ebops'} each).
 
     ``best_accuracy``: the highest validation accuracy. ``smallest_within``: the fewest EBOPs among
@@ -77,11 +78,14 @@ def _logits_fn(model: Any, batch_size: int = 8192) -> Callable[[np.ndarray], np.
     return predict
 
 
-def train_mlp(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True) -> TrainedModel:
+def train_mlp(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
+              keep_front: Path | None = None) -> TrainedModel:
     """Train the HGQ2 MLP of ``cfg.model.mlp`` (and its float twin if ``cfg.train.float_baseline``).
 
     Guarantees: the returned model's quantiser ranges are calibrated on the training set
     (``trace_minmax``), so its outputs are those the firmware computes; ``ebops`` is measured then.
+    ``keep_front``: a folder to keep every Pareto checkpoint in (``selection["pareto"][i]["file"]``),
+    e.g. to build several points of the accuracy-vs-resources trade-off from one training run.
     """
     import keras
     from hgq.utils import trace_minmax
@@ -103,7 +107,15 @@ def train_mlp(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progre
             callbacks.append(PBar("loss {loss:.3f}/{val_loss:.3f} acc {accuracy:.3f}/{val_accuracy:.3f}"))
         hist = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
                          batch_size=tc.batch_size, verbose=0, callbacks=callbacks)
-        records = [{"val_accuracy": float(r[0]), "ebops": float(r[1])} for r in pareto.record]
+        schedule = beta_schedule(tc)
+        records: list[dict[str, Any]] = []
+        for r, path in zip(pareto.record, pareto.paths, strict=True):
+            epoch = int(path.stem.split("=", 1)[1])
+            records.append({"val_accuracy": float(r[0]), "ebops": float(r[1]), "epoch": epoch,
+                            "beta": schedule(epoch), "file": path.name})
+            if keep_front is not None:
+                keep_front.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, keep_front / path.name)
         chosen = select_checkpoint(records, tc.select, tc.max_accuracy_drop)
         model = keras.models.load_model(pareto.paths[chosen], compile=False)
         chosen_path = pareto.paths[chosen].name

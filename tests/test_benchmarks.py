@@ -93,3 +93,11 @@ def test_run_child_rss_is_the_childs_not_the_parents() -> None:
     assert res.returncode == 0
     assert res.max_rss_mib is not None and res.max_rss_mib < 200
     del ballast
+
+
+def test_front_points_spread_in_log_ebops() -> None:
+    from benchmarks.firmware_quality import spread_indices
+
+    ebops = [1000.0, 100_000.0, 10_000.0, 9_000.0, 1_100.0]
+    assert spread_indices(ebops, 3) == [1, 2, 0]
+    assert sorted(spread_indices(ebops, 10)) == [0, 1, 2, 3, 4]
