@@ -133,6 +133,15 @@ class FirmwareConfig(_Strict):
     conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"
     precision: str = "auto"  # ap_fixed<W,I> for inputs/thresholds/scores, or "auto" (search)
 
+    @field_validator("precision")
+    @classmethod
+    def _ap_fixed_or_auto(cls, v: str) -> str:
+        if v != "auto":
+            from .fixed_point import APFixed
+
+            APFixed.parse(v)  # ValueError names the expected form
+        return v
+
 
 class VerifyConfig(_Strict):
     """Bit-exactness checks: how many held-out events, and which simulation levels to run."""

@@ -133,3 +133,8 @@ def test_validate_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fastml: error:") and "verify.samples" in err[0]
+
+
+def test_bad_conifer_precision(tmp_path: Path) -> None:
+    msg = config_error(write(tmp_path, "name: t\nfirmware: {precision: 'fixed 18 8'}\n"))
+    assert "firmware.precision" in msg and "ap_fixed<W,I>" in msg
