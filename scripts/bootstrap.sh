@@ -5,13 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v yosys >/dev/null 2>&1; then
+# Debian tools: yosys (open-source resource estimates) and ghdl (simulates VHDL: da4ml and conifer's
+# VHDL projects). Without them the checks they serve report "not run", never "pass".
+missing=""
+command -v yosys >/dev/null 2>&1 || missing="$missing yosys"
+command -v ghdl >/dev/null 2>&1 || missing="$missing ghdl"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing yosys (Debian)" >&2
+    echo "bootstrap: installing$missing (Debian)" >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "bootstrap: yosys not found and not root: yosys estimates will report 'not run'" >&2
+    echo "bootstrap:$missing not found and not root: the checks that need them will report 'not run'" >&2
   fi
 fi
 
