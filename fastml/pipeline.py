@@ -117,26 +117,29 @@ def _save_model(project_dir: Path, trained: TrainedModel) -> None:
 def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
               log: Callable[[str], None]) -> None:
     """Fill latency/resources from the backend and the open tools; a tool that cannot run says why."""
+    from . import estimate
+
     report.resources.update(project.resources)
     if project.latency is not None:
         report.set_latency(project.latency)
-    try:
-        from . import estimate
-    except ImportError as err:  # estimate needs optional pieces; say so rather than pretend
-        report.checks["estimate"] = f"not run: {err}"
-        return
-    if cfg.firmware.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
+    fw = cfg.firmware
+    if fw.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
         resources, latency = estimate.da4ml_estimate(trained.model, cfg)
         report.resources["da4ml_estimate"] = resources
         report.set_latency(latency)
-    if cfg.firmware.backend == "rtl":
-        try:
-            report.resources["yosys"] = estimate.rtl_yosys_resources(
-                project.path, cfg.firmware.part, log_path=project.path.parent / "logs" / "yosys.log")
-            report.checks["yosys"] = "pass"
-        except ToolError as err:
-            report.checks["yosys"] = f"not run: {err}"
-            log(f"yosys: {err}")
+    # yosys needs HDL: da4ml's RTL, or conifer's VHDL (via ghdl); hls4ml has none before Vitis HLS.
+    yosys_for_project = {"rtl": estimate.rtl_yosys_resources,
+                         "conifer": estimate.conifer_vhdl_yosys_resources if fw.conifer_backend == "vhdl" else None,
+                         }.get(fw.backend)
+    if yosys_for_project is None:
+        return
+    try:
+        report.resources["yosys"] = yosys_for_project(project.path, fw.part,
+                                                      log_path=project.path.parent / "logs" / "yosys.log")
+        report.checks["yosys"] = "pass"
+    except ToolError as err:
+        report.checks["yosys"] = f"not run: {err}"
+        log(f"yosys: {err}")
 
 
 def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
