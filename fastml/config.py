@@ -328,13 +328,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
     with ``safe_load``: object tags are rejected.
     """
     path = Path(path)
+    return parse_config(read_yaml(path, "config file"), path, overrides)
+
+
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """``yaml.safe_load`` of ``path`` (object tags rejected); ``ConfigError`` with the line if malformed."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(_one_line(f"{path}: not valid YAML{where}: {problem}")) from None
-    return parse_config(raw, path, overrides)

@@ -33,21 +33,13 @@ def load_budgets_file(path: str | Path) -> tuple[Any, str | None]:
     The file is either a build config (its ``budgets:`` section is used, and its ``firmware.part`` for
     percentage budgets) or a mapping of budget keys.
     """
-    import yaml
     from pydantic import ValidationError
 
-    from ..config import BudgetsConfig
+    from ..config import BudgetsConfig, read_yaml
     from ..errors import ConfigError
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: budgets file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    raw = read_yaml(path, "budgets file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping with a 'budgets:' section or budget keys, "
                           f"got {type(raw).__name__}")
