@@ -331,6 +331,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
     return parse_config(read_yaml(path, "config file"), path, overrides)
 
 
+def project_config(project_dir: Path) -> BuildConfig:
+    """The recipe a built project was made from (its ``config.yaml``), without re-checking data paths.
+
+    Raises ``ConfigError`` (one line) if the copy is missing or is not a valid recipe.
+    """
+    path = Path(project_dir) / "config.yaml"
+    raw = read_yaml(path, "recipe copy (not a fastml project folder?)")
+    try:
+        return BuildConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None
+
+
 def read_yaml(path: Path, what: str = "file") -> Any:
     """``yaml.safe_load`` of ``path`` (object tags rejected); ``ConfigError`` with the line if malformed."""
     if not path.is_file():

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, FastmlError, ToolError
+from .config import project_config
+from .errors import FastmlError, ToolError
 from .report import NOT_RUN, Latency, Report, Resources, load_report, write_report
 from .tools import require_yosys
 
@@ -229,22 +230,6 @@ def rtl_yosys_resources(firmware_dir: Path, part: str, log_path: Path | None = N
 # ------------------------------------------------------------------------------------- project estimates
 
 
-def _project_config(project_dir: Path) -> BuildConfig:
-    """The recipe a project was built from (``config.yaml``), without re-checking data paths."""
-    import yaml
-    from pydantic import ValidationError
-
-    from .config import BuildConfig
-
-    path = project_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing (not a fastml project folder?)")
-    try:
-        return BuildConfig.model_validate(yaml.safe_load(path.read_text()))
-    except (ValidationError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not a valid fastml recipe ({' '.join(str(err).split())[:200]})") from None
-
-
 def _find_keras_model(project_dir: Path) -> Path | None:
     """The quantised model a build saved (``model/model.keras``; never the float twin)."""
     path = project_dir / "model" / "model.keras"
@@ -261,7 +246,7 @@ def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosy
     """
     project_dir = Path(project_dir)
     report = load_report(project_dir)
-    cfg = cfg if cfg is not None else _project_config(project_dir)
+    cfg = cfg if cfg is not None else project_config(project_dir)
     fw = cfg.firmware
     notes: dict[str, str] = {}
     t0 = time.perf_counter()

@@ -3,3 +3,29 @@
 A command module must import quickly (no keras/hls4ml at import time): heavy imports go inside the
 function that runs the verb.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import BuildConfig
+
+
+def resolve_project(target: str | Path) -> tuple[Path, BuildConfig | None]:
+    """Project folder for a CLI target, and the recipe when the target is one.
+
+    ``target`` is a build recipe (``.yaml``/``.yml``: its ``project_dir``) or a project folder
+    (returned as is, recipe ``None``). Anything else is a one-line ``FastmlError``.
+    """
+    from ..config import load_config
+    from ..errors import FastmlError
+
+    path = Path(target)
+    if path.is_dir():
+        return path, None
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        cfg = load_config(path)
+        return cfg.project_dir, cfg
+    raise FastmlError(f"{path}: expected a build config (.yaml) or a project folder (hls_projects/<name>/)")

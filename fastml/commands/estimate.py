@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "re-run latency/resource estimates (da4ml cost, yosys synth_xilinx) on a built project"
 
@@ -16,25 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_estimate)
 
 
-def resolve_project(target: str | Path) -> tuple[Path, object | None]:
-    """Project folder and parsed config for ``target`` (a YAML recipe or a project folder)."""
-    from ..config import load_config
-    from ..errors import FastmlError
-
-    path = Path(target)
-    if path.is_dir():
-        return path, None
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        cfg = load_config(path)
-        return cfg.project_dir, cfg
-    raise FastmlError(f"{path}: expected a build config (.yaml) or a project folder (hls_projects/<name>/)")
-
-
 def run_estimate(args: argparse.Namespace) -> int:
     from ..estimate import estimate_project
+    from . import resolve_project
 
     project_dir, cfg = resolve_project(args.target)
-    report = estimate_project(project_dir, cfg, run_yosys=not args.no_yosys)  # type: ignore[arg-type]
+    report = estimate_project(project_dir, cfg, run_yosys=not args.no_yosys)
     print(f"{project_dir}: estimates for {report.name} ({report.backend})")
     lat = report.latency
     print(f"  latency [{lat.source}]: {lat.cycles} cycles, {lat.ns} ns, II {lat.ii}")

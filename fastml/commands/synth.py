@@ -61,34 +61,15 @@ def _parse_stages(text: str | None) -> list[str] | None:
     return stages
 
 
-def _synth_section(project_dir: Path) -> dict[str, Any]:
-    """The ``synth:`` section of the recipe copy a build leaves in the project (empty if none)."""
-    import yaml
-
-    path = project_dir / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        return {}
-    section = doc.get("synth") if isinstance(doc, dict) else None
-    return section if isinstance(section, dict) else {}
-
-
 def _resolve(target: str, stages: list[str] | None, timeout: int | None) -> _Target:
-    from ..config import SynthConfig, load_config
+    from ..config import SynthConfig, project_config
     from ..errors import FastmlError
+    from . import resolve_project
 
-    path = Path(target)
-    if path.is_dir():
-        project_dir = path
-        synth_cfg = SynthConfig.model_validate(_synth_section(path)) if _synth_section(path) else SynthConfig()
-    elif path.is_file():
-        cfg = load_config(path)
-        project_dir, synth_cfg = cfg.project_dir, cfg.synth
-    else:
-        raise FastmlError(f"{target}: neither a build recipe (YAML file) nor a project folder")
+    project_dir, cfg = resolve_project(target)
+    if cfg is None:  # a project folder: the synth settings of the recipe copy the build left there
+        cfg = project_config(project_dir) if (project_dir / "config.yaml").is_file() else None
+    synth_cfg = cfg.synth if cfg is not None else SynthConfig()
     if not (project_dir / "report.json").is_file():
         raise FastmlError(f"{project_dir}: no report.json here (build the project first with 'fastml build')")
     return _Target(label=project_dir.name, project_dir=project_dir, stages=stages or list(synth_cfg.stages),
