@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ToolError, VerificationError
-from .report import Report, write_report
+from .report import Report, package_versions, write_report
 
 if TYPE_CHECKING:
     from .backends import FirmwareProject
@@ -158,10 +158,8 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
     timer = StageTimer(log)
     report = Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
                     config_path=cfg.source_path, budgets=cfg.budgets.model_dump(mode="json"),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    from .report import package_versions
-
-    report.versions = package_versions()
+                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    versions=package_versions())
     with timer.stage("data"):
         data = load_data(cfg.data, cfg.config_dir, max_samples=QUICK.max_samples if quick else None)
         report.data = data.summary()
@@ -193,7 +191,7 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
                 report.auc[which] = roc_auc_per_class(s, y_test, data.class_names)
             for level, v in report.verification.items():
                 report.checks[f"bit_exact_{level}"] = "pass" if v.mismatches <= cfg.budgets.max_mismatches else "fail"
-            for level, why in project.info.get("not_run", {}).items():
+            for level, why in project.not_run.items():
                 report.checks[f"bit_exact_{level}"] = f"not run: {why}"
         with timer.stage("estimate"):
             _estimate(project, trained, cfg, report, log)

@@ -190,4 +190,5 @@ def test_rtl_sim_off_is_reported_not_run(trained, tmp_path):
     project = convert(model, rtl_config(rtl_sim=False), tmp_path)
     assert set(project.simulators) == {"emulator"}
     assert project.info["rtl_sim"] == "not run: verify.rtl_sim is false"
+    assert project.not_run == {"rtl_sim": "verify.rtl_sim is false"}  # the build reports it as "not run"
     assert Path(project.path / "src" / "fastml_model.v").is_file()

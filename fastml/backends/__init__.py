@@ -31,7 +31,8 @@ class FirmwareProject:
 
     Guarantees: ``path`` exists and holds the backend's sources; every entry of ``simulators``
     (level name: csim | emulator | rtl_sim) is ready to call; ``reference`` computes the outputs the
-    firmware must reproduce exactly (the quantised model, or a fixed-point reference for BDTs).
+    firmware must reproduce exactly (the quantised model, or a fixed-point reference for BDTs); a
+    level the backend could not run is named in ``not_run`` with the reason, never silently dropped.
     """
 
     backend: str
@@ -43,6 +44,7 @@ class FirmwareProject:
     resources: dict[str, Resources] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    not_run: dict[str, str] = field(default_factory=dict)  # level -> why it could not run (reported "not run")
     handle: Any = None  # the backend's own object (hls4ml ModelGraph, da4ml RTLModel, conifer model)
 
 

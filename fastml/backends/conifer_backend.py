@@ -344,4 +344,4 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     timings["float_agreement"] = round(time.perf_counter() - t0, 3)
     return FirmwareProject(backend="conifer", path=out_dir, simulators=simulators, reference=reference,
                            reference_name="fixed-point reference", latency=latency, resources=resources, info=info,
-                           timings_s=timings, handle=model)
+                           timings_s=timings, not_run=info["not_run"], handle=model)

@@ -147,5 +147,6 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
         resources={"da4ml_estimate": resources},
         info=info,
         timings_s=timings,
+        not_run={} if "rtl_sim" in simulators else {"rtl_sim": info["rtl_sim"].removeprefix(f"{NOT_RUN}: ")},
         handle=rtl_model,
     )
