@@ -94,14 +94,16 @@ def verification_events(data: Dataset, n: int) -> tuple[np.ndarray, int]:
 
 
 def _save_inputs(project_dir: Path, cfg: BuildConfig, data: Dataset, x_verify: np.ndarray,
-                 reference: np.ndarray) -> None:
+                 reference: np.ndarray, labels: np.ndarray) -> None:
+    """Recipe copy, input scaling, and the verification events: ``x``, reference outputs ``y_ref`` and
+    ``labels``, the true classes of the first ``len(labels)`` events (those from the test split)."""
     model_dir = project_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     (project_dir / "config.yaml").write_text(cfg.to_yaml())
     (model_dir / "scaler.json").write_text(json.dumps(
         {"features": list(data.feature_names), **data.scaler.to_dict(),
          "note": "firmware input = (raw feature - offset) / scale, then the model's input quantiser"}, indent=1))
-    np.savez_compressed(model_dir / "verify_inputs.npz", x=x_verify, y_ref=reference)
+    np.savez_compressed(model_dir / "verify_inputs.npz", x=x_verify, y_ref=reference, labels=labels)
 
 
 def _save_model(project_dir: Path, trained: TrainedModel) -> None:
@@ -196,7 +198,7 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
         with timer.stage("estimate"):
             _estimate(project, trained, cfg, report, log)
         with timer.stage("save"):
-            _save_inputs(tmp, cfg, data, x_verify, reference)
+            _save_inputs(tmp, cfg, data, x_verify, reference, y_test)
             _save_model(tmp, trained)
         report.timings_s = {**timer.timings_s, **{f"convert.{k}": v for k, v in project.timings_s.items()}}
         try:

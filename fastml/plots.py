@@ -276,28 +276,6 @@ def pareto_front(points: Sequence[Mapping[str, Any]], x_key: str = "lut",
 # ------------------------------------------------------------------------------------- a built project
 
 
-def _labels_for_verify_events(project_dir: Path, report: Report, x_verify: np.ndarray) -> tuple[np.ndarray, int]:
-    """True labels of the verification events, re-deriving the build's split; checked against the saved inputs.
-
-    Returns (labels, n) for the first ``n`` events (those from the test split, as the build scores them).
-    Raises ``ValueError`` when the re-derived events differ from the saved ones.
-    """
-    from .config import load_config
-    from .data import load_data
-
-    cfg = load_config(project_dir / "config.yaml")
-    if report.config_path and not Path(cfg.data.source).is_absolute() and not cfg.data.source.startswith("builtin:"):
-        original = Path(report.config_path)
-        cfg = cfg.model_copy(update={"source_path": str(original)}) if original.exists() else cfg
-    used = sum(int(report.data.get(k, 0)) for k in ("n_train", "n_val", "n_test")) or None
-    data = load_data(cfg.data, cfg.config_dir, max_samples=used)
-    x = np.concatenate([data.x_test, data.x_val])[: len(x_verify)]
-    if x.shape != x_verify.shape or not np.allclose(x, x_verify, atol=1e-6):
-        raise ValueError("the re-derived verification events differ from model/verify_inputs.npz")
-    n = min(len(x_verify), len(data.x_test))
-    return data.y_test[:n], n
-
-
 def _firmware_label(report: Report) -> str:
     if report.verification and all(v.mismatches == 0 for v in report.verification.values()):
         return "firmware"
@@ -336,11 +314,11 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
     if npz_path.is_file():
         saved = np.load(npz_path)
         x_verify, y_ref = saved["x"], saved["y_ref"]
-        try:
-            labels, n = _labels_for_verify_events(project_dir, report, x_verify)
-        except Exception as err:  # any failure to recover labels means: no ROC, and say why
-            log(f"plots: ROC skipped: cannot recover the labels of the verification events ({err})")
+        if "labels" not in saved.files:
+            log(f"plots: ROC skipped: {npz_path} holds no labels (built by an older fastml)")
         else:
+            labels = saved["labels"]
+            n = len(labels)
             scores: dict[str, np.ndarray] = {}
             float_path = project_dir / "model" / "float_model.keras"
             if float_path.is_file():

@@ -42,6 +42,8 @@ def test_quick_build_writes_a_complete_project(quick_jet_build) -> None:
     assert (project / "config.yaml").is_file() and (project / "model" / "model.keras").is_file()
     saved = np.load(project / "model" / "verify_inputs.npz")
     assert saved["x"].shape[0] == report.verification["csim"].samples
+    # true classes of the test-split events, so plots and notebooks need not re-read the data
+    assert 0 < len(saved["labels"]) <= len(saved["x"]) and set(saved["labels"]) <= set(range(5))
     assert not list(project.parent.glob(".jet_tagger.tmp-*")), "staging folder left behind"
     hls_cfg = (project / "firmware" / "hls4ml_config.yml").read_text()
     assert ".tmp-" not in hls_cfg and str(project.resolve() / "firmware") in hls_cfg
