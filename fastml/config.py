@@ -273,7 +273,15 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
         return f"{path}: missing required key '{key}'"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return _one_line(f"{path}: key '{key}': {msg}; got {first.get('input')!r}{more}")
+    # our validators already end their message with "got <value>"; say it once
+    got = "" if re.search(r"\bgot\b", msg) else f"; got {_short_repr(first.get('input'))}"
+    return _one_line(f"{path}: key '{key}': {msg}{got}{more}")
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters, so a huge value still gives a readable one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_config(raw: Any, path: Path | str = "<config>", overrides: dict[str, Any] | None = None) -> BuildConfig:
@@ -304,8 +312,13 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
     src = cfg.data.source
     if ":" in src and src.split(":", 1)[0] in ("builtin", "openml"):
         return
-    file = resolve_data_path(cfg)
-    if not file.is_file():
+    try:
+        file = resolve_data_path(cfg)
+        exists = file.is_file()
+    except (OSError, ValueError):  # a NUL byte or an over-long name is not a path this system can hold
+        raise ConfigError(f"{path}: key 'data.source': expected a path to a data file, got "
+                          f"{_short_repr(src)}") from None
+    if not exists:
         raise ConfigError(
             f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)"
         )
@@ -349,7 +362,18 @@ def read_yaml(path: Path, what: str = "file") -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start}); expected a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what}: {err.strerror}") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: {what} is empty; expected a YAML mapping (key: value)")
+    try:
+        return yaml.safe_load(text)
+    except (ValueError, RecursionError) as err:  # e.g. a date such as 2024-02-30, or absurd nesting
+        raise ConfigError(_one_line(f"{path}: not valid YAML: {type(err).__name__}: {err}"[:300])) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
