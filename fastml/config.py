@@ -126,6 +126,9 @@ class FirmwareConfig(_Strict):
     strategy: Literal["distributed_arithmetic", "latency"] = "distributed_arithmetic"
     reuse_factor: int = Field(1, ge=1)
     output_dir: str = "hls_projects"
+    # resource limits: a larger model needs --force; a tool (g++, verilator, yosys) running longer is killed
+    max_weights: int = Field(200_000, gt=0)
+    tool_timeout_s: float = Field(3600, gt=0)
     # rtl backend
     flavor: Literal["verilog", "vhdl"] = "verilog"
     latency_cutoff: float | None = Field(None, gt=0)  # da4ml delay units per pipeline stage; None: derived

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ToolError, VerificationError
+from .guards import check_model_size, tool_watchdog
 from .report import Report, package_versions, write_report
 
 if TYPE_CHECKING:
@@ -145,13 +146,23 @@ def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig,
 
 
 def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> Report:
+          log: Callable[[str], None] = print, force: bool = False) -> Report:
     """Build, verify and report ``cfg``; returns the report written to ``cfg.project_dir``.
 
     Raises ``VerificationError`` when the firmware is not bit-exact (more than
     ``budgets.max_mismatches`` differing outputs); the failed project is then kept as
     ``<name>.failed/`` with its report, and the previous good project is untouched.
+    Holds the project's lock throughout (``BuildLockedError`` if another build of it runs) and first
+    cleans up after killed builds. ``ResourceLimitError`` if the model exceeds ``firmware.max_weights``
+    (unless ``force``); ``ToolError`` if a tool runs past ``firmware.tool_timeout_s``.
     """
+    from .project_lock import project_lock
+
+    with project_lock(cfg.project_dir, log):
+        return _build(cfg, quick, progress, log, force)
+
+
+def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
     from .backends import convert
     from .data import load_data
     from .training import train
@@ -169,13 +180,14 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
         trained = train(cfg, data, epochs=QUICK.epochs if quick else None, progress=progress)
         report.ebops = trained.ebops
         report.model = {"kind": trained.kind, "selection": trained.selection}
+    check_model_size(trained.model, cfg.firmware.max_weights, force)  # before the long conversion
     n_verify = min(cfg.verify.samples, QUICK.verify_samples) if quick else cfg.verify.samples
     x_verify, n_test = verification_events(data, n_verify)
     if len(x_verify) < n_verify:
         log(f"warning: only {len(x_verify)} held-out events for verify.samples={n_verify}")
     y_test = data.y_test[:n_test]
 
-    with staging_dir(cfg.project_dir) as tmp:
+    with staging_dir(cfg.project_dir) as tmp, tool_watchdog(cfg.firmware.tool_timeout_s, "the firmware tools"):
         with timer.stage("convert"):
             project = convert(trained, cfg, tmp)
             report.firmware = {**project.info, "path": str(cfg.project_dir / "firmware")}

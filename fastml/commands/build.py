@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="parent folder of the project (overrides firmware.output_dir)")
     p.add_argument("--plots", action="store_true", help="also save PNG plots into the project's plots/ folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (CI logs)")
+    p.add_argument("--force", action="store_true",
+                   help="build even a model with more weights than firmware.max_weights")
     p.set_defaults(func=run_build)
 
     v = sub.add_parser("validate", help="check a build recipe without building anything")
@@ -41,7 +43,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     report = build(cfg, quick=args.quick, progress=not args.no_progress and sys.stderr.isatty(),
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=lambda m: print(m, file=sys.stderr), force=args.force)
     if args.plots:
         from ..plots import save_build_plots
 
