@@ -110,10 +110,13 @@ def package_versions(names: tuple[str, ...] = ("fastml", "keras", "hgq2", "hls4m
     """Installed versions of the packages a build depends on (absent ones are left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from .distribution import DISTRIBUTION
+
     out: dict[str, str] = {}
     for name in names:
         try:
-            out[name] = version(name)
+            # "fastml" on PyPI is another project: this one is installed as DISTRIBUTION
+            out[name] = version(DISTRIBUTION if name == "fastml" else name)
         except PackageNotFoundError:
             continue
     return out

@@ -9,7 +9,8 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="data utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    g = dsub.add_parser("generate-jets", help="generate the 5-class jet dataset (needs fastml[generate])")
+    g = dsub.add_parser("generate-jets",
+                        help="generate the 5-class jet dataset (needs the 'generate' extra of fastml-trigger)")
     g.add_argument("--per-class", type=int, required=True, help="jets per class (g, q, W, Z, t)")
     g.add_argument("--out", required=True, help="output .npz file")
     g.add_argument("--seed", type=int, default=1)
