@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import FastmlError
 
@@ -146,12 +146,26 @@ def load_report(path: str | Path) -> Report:
     if not path.is_file():
         raise FastmlError(f"{path}: no report.json here (build the project first with 'fastml build')")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise FastmlError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "expected a fastml report.json") from None
     except json.JSONDecodeError as err:
-        raise FastmlError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise FastmlError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); expected a fastml "
+                          "report.json (truncated?)") from None
+    except OSError as err:
+        raise FastmlError(f"{path}: cannot read the report: {err.strerror}") from None
+    if not isinstance(doc, dict):
+        raise FastmlError(f"{path}: expected a JSON object (a fastml report.json), got {type(doc).__name__}")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise FastmlError(f"{path}: schema_version {doc.get('schema_version')!r}, this fastml reads {SCHEMA_VERSION}")
-    return Report.model_validate(doc)
+    try:
+        return Report.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<top level>"
+        msg = " ".join(first["msg"].split())
+        raise FastmlError(f"{path}: key '{key}': {msg} (not a report this fastml wrote?)") from None
 
 
 def _fmt(v: Any, pct: bool = False) -> str:

@@ -12,13 +12,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastml.config import BuildConfig, load_config
-from fastml.errors import ConfigError
+from fastml.errors import ConfigError, DataError, FastmlError
 
 REPO = Path(__file__).resolve().parents[1]
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,3 +132,125 @@ def test_budgets_file_not_utf8_is_one_line(tmp_path):
     path.write_bytes(b"lut: \xff\xfe\n")
     with pytest.raises(ConfigError, match="budgets file is not UTF-8"):
         load_budgets_file(path)
+
+
+# ------------------------------------------------------------------------------------------ data files
+
+
+def _good_arrays(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def _npz(tmp_path: Path, **arrays) -> Path:
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _bad_data_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, phrase the one-line error must contain)."""
+    x, y = _good_arrays()
+    good = _npz(tmp_path, x=x, y=y)
+    cases: dict[str, tuple[Path, str]] = {}
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases["truncated npz"] = (truncated, "cannot read this .npz file")
+    text = tmp_path / "text.npz"
+    text.write_text("x,y\n1,2\n")
+    cases["npz that is text"] = (text, "cannot read this .npz file")
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    cases["empty h5"] = (empty, "cannot read this .h5 file")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1" + bytes(64))
+    cases["corrupt parquet"] = (junk, "cannot read this .parquet file")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"zlogz,class\n\xe9,g\n")
+    cases["non-UTF-8 csv"] = (latin, "cannot read this .csv file")
+    (tmp_path / "empty.csv").write_text("")
+    cases["empty csv"] = (tmp_path / "empty.csv", "empty CSV")
+    (tmp_path / "cut.arff").write_text("@relation jets\n@attribute zlogz numeric\n")
+    cases["truncated arff"] = (tmp_path / "cut.arff", "no @data section")
+    nan_x = x.copy()
+    nan_x[7, 2] = np.nan
+    cases["NaN feature"] = (_npz(tmp_path / "nan", x=nan_x, y=y), "NaN or inf (first: event 7, feature 'x2')")
+    inf_x = x.copy()
+    inf_x[3, 0] = np.inf
+    cases["inf feature"] = (_npz(tmp_path / "inf", x=inf_x, y=y), "NaN or inf (first: event 3")
+    cases["negative label"] = (_npz(tmp_path / "neg", x=x, y=y - 1), "labels range from -1 to 1, expected 0..")
+    names = np.array(["a", "b", "c"])
+    cases["label beyond classes"] = (_npz(tmp_path / "big", x=x, y=y + 1, class_names=names),
+                                     "labels range from 1 to 3, expected 0..2")
+    cases["single class"] = (_npz(tmp_path / "one", x=x, y=np.zeros_like(y)), "at least two classes")
+    cases["fractional labels"] = (_npz(tmp_path / "frac", x=x, y=y + 0.5), "non-integer labels")
+    cases["labels of another length"] = (_npz(tmp_path / "short", x=x, y=y[:10]), "expected (50,) labels")
+    cases["string features"] = (_npz(tmp_path / "str", x=x.astype(str), y=y), "expected numbers")
+    cases["no events"] = (_npz(tmp_path / "none", x=x[:0], y=y[:0]), "no events")
+    cases["1-D features"] = (_npz(tmp_path / "flat", x=x[:, 0], y=y), "expected (events, features)")
+    return cases
+
+
+def test_bad_data_files_give_one_line_naming_the_file(tmp_path):
+    from fastml.data import read_source
+
+    for sub in ("nan", "inf", "neg", "big", "one", "frac", "short", "str", "none", "flat"):
+        (tmp_path / sub).mkdir()
+    failures = []
+    for name, (path, phrase) in _bad_data_files(tmp_path).items():
+        try:
+            read_source(str(path))
+        except DataError as err:
+            msg = str(err)
+            if "\n" in msg or str(path.resolve()) not in msg or phrase not in msg:
+                failures.append(f"{name}: {msg}")
+        except Exception as err:  # the point of the test: nothing but DataError
+            failures.append(f"{name}: {type(err).__name__}: {err}")
+        else:
+            failures.append(f"{name}: accepted")
+    assert not failures, "\n".join(failures)
+
+
+def test_good_data_file_is_still_read(tmp_path):
+    from fastml.data import read_source
+
+    x, y = _good_arrays()
+    table = read_source(str(_npz(tmp_path, x=x, y=y)))
+    assert table.x.shape == (50, 4) and table.class_names == ("0", "1", "2")
+
+
+# ------------------------------------------------------------------------------ reports and baselines
+
+
+@pytest.mark.parametrize(("content", "phrase"), [
+    (b"\xff\xfe{}", "not UTF-8"),
+    (b'{"schema_version": 1, "name": "a", "back', "not valid JSON"),
+    (b"", "not valid JSON"),
+    (b"[1, 2]", "expected a JSON object"),
+    (b'{"schema_version": 2, "name": "a", "backend": "rtl"}', "schema_version 2, this fastml reads 1"),
+    (b'{"schema_version": 1, "name": "a", "backend": "rtl", "verification": {"csim": {"samples": "many"}}}',
+     "key 'verification.csim.samples'"),
+])
+def test_bad_reports_give_one_line(tmp_path, content: bytes, phrase: str):
+    from fastml.report import load_report
+
+    path = tmp_path / "report.json"
+    path.write_bytes(content)
+    with pytest.raises(FastmlError) as info:
+        load_report(path)
+    assert phrase in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_baseline_of_another_project_is_refused(tmp_path, capsys):
+    from fastml.cli import main
+    from fastml.report import Report, VerificationLevel, write_report
+
+    for name in ("tagger", "other"):
+        report = Report(name=name, backend="rtl")
+        report.verification["emulator"] = VerificationLevel(samples=10, mismatches=0)
+        write_report(report, tmp_path / name)
+    assert main(["check", str(tmp_path / "tagger"), "--baseline", str(tmp_path / "tagger")]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "tagger"), "--baseline", str(tmp_path / "other" / "report.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "project 'other', expected one of 'tagger'" in err[0]

@@ -68,7 +68,8 @@ def _one_line_error(path: Path, err: Any, prefix: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}'; expected one of: {', '.join(BudgetsConfig.model_fields)}"
     msg = " ".join(first["msg"].removeprefix("Value error, ").split())
-    return f"{path}: key '{key}': {msg}; got {first.get('input')!r}"
+    got = "" if " got " in f" {msg} " else f"; got {first.get('input')!r}"[:100]  # validators already say "got"
+    return f"{path}: key '{key}': {msg}{got}"
 
 
 def _check_regression_metrics(path: Path | str, budgets: Any, prefix: str) -> None:
@@ -115,6 +116,9 @@ def run_check(args: argparse.Namespace) -> int:
         found = _find_baseline(Path(args.baseline), report.name)
         if found is not None:
             baseline = load_report(found)
+            if baseline.name != report.name:  # comparing two different projects would gate on nonsense
+                raise FastmlError(f"{found}: baseline is a report of project '{baseline.name}', expected one of "
+                                  f"'{report.name}' (point --baseline at that project's report)")
         elif not args.allow_missing_baseline:
             raise FastmlError(f"{args.baseline}: no baseline report.json for '{report.name}' here "
                               "(use --allow-missing-baseline to check without one)")

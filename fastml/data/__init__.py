@@ -2,34 +2,74 @@
 
 ``load_data(cfg)`` is the one entry point the CLI and notebooks call. The scaling is fitted on the
 training split only and recorded (``Dataset.scaler``) so that firmware inputs can be reproduced.
+
+Inputs are per-event features (events, features) or particle lists (events, particles, features);
+``input_layout(source)`` tells which a source gives without reading a user's file, so a recipe whose
+model does not fit its data can be rejected at ``fastml validate`` time.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import DataError
 from .table import JET_CLASSES, JET_FEATURES, Table
 
-__all__ = ["JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "load_data", "read_source", "split_table"]
+__all__ = [
+    "JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "input_layout", "load_data", "padding_mask",
+    "read_source", "split_table",
+]
 
-BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz"}
+BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz", "jets_constituents": "jets_constituents_pythia8.npz"}
+InputLayout = Literal["features", "particles"]
+#: What each builtin sample's x holds: per-jet features, or per-particle features (events, particles, features).
+BUILTIN_LAYOUTS: dict[str, InputLayout] = {"jets_hlf": "features", "jets_constituents": "particles"}
+#: Constituents stored per jet in the builtin particle samples: the default and the most ``data.n_particles``
+#: may ask for.
+BUILTIN_MAX_PARTICLES: dict[str, int] = {"jets_constituents": 32}
+
+
+def input_layout(source: str) -> InputLayout | None:
+    """``"features"`` (x is (events, features)) or ``"particles"`` (x is (events, particles, features)) for
+    a ``data.source``, or None when that is not known without reading a user's file.
+
+    Cheap (no file is opened), so config validation can call it to reject e.g. a particle model on
+    per-jet features before anything is built.
+    """
+    if source.startswith("builtin:"):
+        return BUILTIN_LAYOUTS.get(source.split(":", 1)[1])
+    if source.startswith("openml:"):
+        return "features"  # OpenML 42468 is the high-level-feature table
+    return None
+
+
+def padding_mask(x: np.ndarray) -> np.ndarray:
+    """(events, particles) bool, True for padded particles: those whose features are all exactly 0."""
+    return np.all(x == 0, axis=-1)
 
 
 @dataclass(frozen=True)
 class Scaler:
-    """Per-feature affine map ``(x - offset) / scale`` applied before the model's input quantiser."""
+    """Per-feature affine map ``(x - offset) / scale`` applied before the model's input quantiser.
+
+    On particle data (x of shape (events, particles, features)) it acts on the last axis and keeps
+    padded particles (all features 0) exactly 0, so a Deep Set can still tell padding from particles.
+    """
 
     offset: np.ndarray
     scale: np.ndarray
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.offset) / self.scale).astype(np.float32)
+        out = ((x - self.offset) / self.scale).astype(np.float32)
+        if x.ndim > 2:
+            out[padding_mask(x)] = 0.0
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
@@ -40,9 +80,14 @@ class Scaler:
 
     @classmethod
     def fit(cls, x: np.ndarray, kind: str) -> Scaler:
-        n = x.shape[1]
+        """Mean/std per feature (last axis); on particle data over real (non-padded) particles only."""
+        n = x.shape[-1]
         if kind == "none":
             return cls(np.zeros(n), np.ones(n))
+        if x.ndim > 2:
+            x = x[~padding_mask(x)]  # (real particles, features): padding would drag means to 0
+            if x.shape[0] == 0:
+                return cls(np.zeros(n), np.ones(n))
         std = x.std(axis=0, dtype=np.float64)
         return cls(x.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
 
@@ -64,7 +109,13 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
-        return self.x_train.shape[1]
+        """Features per event, or per particle for particle data (the last axis)."""
+        return self.x_train.shape[-1]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model input: (features,) or (particles, features)."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property
     def n_classes(self) -> int:
@@ -78,6 +129,7 @@ class Dataset:
             "n_val": len(self.y_val),
             "n_test": len(self.y_test),
             "features": list(self.feature_names),
+            "input_shape": list(self.input_shape),
             "classes": list(self.class_names),
             "scaler": self.scaler.to_dict(),
         }
@@ -123,7 +175,15 @@ def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
         raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features)")
     if y.ndim == 2:  # one-hot labels
         y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{path}: {y_key!r} has shape {y.shape}, expected ({len(x)},) labels, one per event")
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"{path}: {x_key!r}/{y_key!r} have dtypes {x.dtype}/{y.dtype}, expected numbers")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise DataError(f"{path}: {y_key!r} holds non-integer labels, expected class indices 0, 1, ...")
     y = y.astype(np.int64)
+    if len(y) == 0:
+        raise DataError(f"{path}: no events in {x_key!r} (expected at least one row)")
     names = names or tuple(f"x{i}" for i in range(x.shape[1]))
     classes = classes or tuple(str(c) for c in range(int(y.max()) + 1))
     return Table(x.astype(np.float32), y, names, classes, {"source": str(path)})
@@ -145,6 +205,52 @@ def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_k
     path = (config_dir / source).resolve()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
+    try:
+        table = _read_file(path, x_key, y_key)
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        # truncated or corrupt files surface as whatever the format library raises; say which file, in one line
+        why = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(f"{path}: cannot read this {path.suffix or 'data'} file ({type(err).__name__}: {why}); "
+                        "expected an intact file of that format") from None
+    check_table(table, path)
+    return table
+
+
+def check_table(table: Table, where: Path | str) -> None:
+    """Refuse data a model cannot be trained on, in one line naming ``where``.
+
+    No events; features that are not finite numbers (NaN/inf); class labels that are negative, not
+    integers, beyond the named classes, or all one class.
+    """
+    x, y = table.x, table.y
+    if len(y) == 0:
+        raise DataError(f"{where}: no events (expected at least one row of features and a label)")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{where}: features have dtype {x.dtype}, expected numbers")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = np.argwhere(bad)[0]  # (event, ..., feature) whatever the layout
+        col = int(first[-1])
+        name = table.feature_names[col] if col < len(table.feature_names) else col
+        raise DataError(f"{where}: {int(bad.sum())} feature value(s) are NaN or inf (first: event {int(first[0])}, "
+                        f"feature {name!r}); expected finite numbers: drop or fill them first")
+    if not table.class_names:
+        return  # float targets (regression): nothing more to check
+    labels = np.asarray(y)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels have dtype {labels.dtype}, expected integer class indices")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= len(table.class_names):
+        raise DataError(f"{where}: labels range from {lo} to {hi}, expected 0..{len(table.class_names) - 1} "
+                        f"(classes {', '.join(table.class_names)})")
+    if lo == hi:
+        raise DataError(f"{where}: every event has label {lo} ({table.class_names[lo]!r}); a classifier needs "
+                        "at least two classes")
+
+
+def _read_file(path: Path, x_key: str, y_key: str) -> Table:
     if path.suffix in (".npz", ".h5", ".hdf5"):
         try:
             return _read_arrays(path, x_key, y_key)
