@@ -16,6 +16,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--workers", type=int, default=2)
     g.set_defaults(func=run_generate_jets)
+    f = dsub.add_parser("fetch", help="download a published data set into the cache the loaders read "
+                        "(checksum verified, atomic, resumable)")
+    f.add_argument("source", help="openml:42468 or zenodo:<record>/<file>")
+    f.add_argument("--cache-dir", help="data root (default: $FASTML_DATA_DIR or ~/.cache/fastml)")
+    f.set_defaults(func=run_fetch)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..data.fetch import fetch, resolve
+
+    remote = resolve(args.source, Path(args.cache_dir) if args.cache_dir else None)
+    path = fetch(remote, log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
 
 
 def run_generate_jets(args: argparse.Namespace) -> int:
