@@ -11,6 +11,7 @@ model does not fit its data can be rejected at ``fastml validate`` time.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,8 +23,8 @@ from ..errors import DataError
 from .table import JET_CLASSES, JET_FEATURES, Table
 
 __all__ = [
-    "JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "input_layout", "load_data", "padding_mask",
-    "read_source", "split_table",
+    "JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "input_layout", "input_shape", "load_data",
+    "padding_mask", "read_source", "split_table",
 ]
 
 BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz", "jets_constituents": "jets_constituents_pythia8.npz"}
@@ -46,6 +47,22 @@ def input_layout(source: str) -> InputLayout | None:
         return BUILTIN_LAYOUTS.get(source.split(":", 1)[1])
     if source.startswith("openml:"):
         return "features"  # OpenML 42468 is the high-level-feature table
+    return None
+
+
+def input_shape(source: str, n_particles: int | None = None,
+                particle_features: Sequence[str] | None = None) -> tuple[int, ...] | None:
+    """Shape of one event's input for a builtin/OpenML ``data.source`` (and the particle keys), without
+    reading data; None for a user's file. Lets config validation check a model's input size early.
+    """
+    layout = input_layout(source)
+    if layout == "features":
+        return (len(JET_FEATURES),)
+    if layout == "particles":
+        from .constituents import DEFAULT_PARTICLE_FEATURES
+
+        n = n_particles if n_particles is not None else BUILTIN_MAX_PARTICLES[source.removeprefix("builtin:")]
+        return (n, len(particle_features) if particle_features is not None else len(DEFAULT_PARTICLE_FEATURES))
     return None
 
 
@@ -149,8 +166,8 @@ def _h5_strings(values: Any) -> tuple[str, ...] | None:
     return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values) or None
 
 
-def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
-    """User data as arrays in .npz or HDF5."""
+def _read_arrays(path: Path, x_key: str, y_key: str, n_particles: int | None = None) -> Table:
+    """User data as arrays in .npz or HDF5: x (events, features), or (events, particles, features)."""
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in (x_key, y_key) if k not in f.files]
@@ -171,8 +188,17 @@ def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
             x, y = f[x_key][()], f[y_key][()]
             names = _h5_strings(f.attrs.get("feature_names", ()))
             classes = _h5_strings(f.attrs.get("class_names", ()))
-    if x.ndim != 2:
-        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features)")
+    if n_particles is None and x.ndim != 2:
+        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features); "
+                        "for (events, particles, features) set data.n_particles")
+    if n_particles is not None:
+        if x.ndim != 3:
+            raise DataError(f"{path}: data.n_particles needs {x_key!r} of shape (events, particles, features), "
+                            f"got {x.shape}")
+        if n_particles > x.shape[1]:
+            raise DataError(f"{path}: data.n_particles: expected 1..{x.shape[1]} (the particles per event in "
+                            f"{x_key!r}), got {n_particles}")
+        x = x[:, :n_particles]  # the file's first particles; padding must be all-zero rows at the end
     if y.ndim == 2:  # one-hot labels
         y = y.argmax(axis=1)
     if y.ndim != 1 or len(y) != len(x):
@@ -184,29 +210,60 @@ def _read_arrays(path: Path, x_key: str, y_key: str) -> Table:
     y = y.astype(np.int64)
     if len(y) == 0:
         raise DataError(f"{path}: no events in {x_key!r} (expected at least one row)")
-    names = names or tuple(f"x{i}" for i in range(x.shape[1]))
+    names = names or tuple(f"x{i}" for i in range(x.shape[-1]))
     classes = classes or tuple(str(c) for c in range(int(y.max()) + 1))
     return Table(x.astype(np.float32), y, names, classes, {"source": str(path)})
 
 
-def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_key: str = "y") -> Table:
-    """Read ``data.source`` (see ``DataConfig``) into a ``Table``; raises ``DataError`` on failure."""
+def _not_particle_data(source: str, what: str) -> DataError:
+    return DataError(f"data.source {source!r}: data.n_particles/particle_features apply only to particle data; "
+                     f"it has {what}")
+
+
+def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_key: str = "y",
+                n_particles: int | None = None, particle_features: Sequence[str] | None = None) -> Table:
+    """Read ``data.source`` (see ``DataConfig``) into a ``Table``; raises ``DataError`` on failure.
+
+    ``n_particles`` (keep the leading N particles) and ``particle_features`` (names from
+    ``fastml.data.constituents.PARTICLE_FEATURES``) apply to particle data only; for an HDF5 file (or a
+    folder of them) giving either reads particle lists: the hls4ml ``jetConstituentList`` layout, or a
+    3-D ``x_key``.
+    """
+    particle_args = n_particles is not None or particle_features is not None
     if source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        sample = builtin_sample_path(name)
+        if BUILTIN_LAYOUTS[name] == "particles":
+            from .constituents import DEFAULT_PARTICLE_FEATURES, load_constituents, particle_table
+
+            feats = tuple(particle_features) if particle_features is not None else DEFAULT_PARTICLE_FEATURES
+            table = particle_table(load_constituents(sample), n_particles, feats, source)
+            return Table(table.x, table.y, table.feature_names, table.class_names, {**table.metadata, "source": source})
+        if particle_args:
+            raise _not_particle_data(source, "per-jet features")
         from .jets import load_table
 
-        table = load_table(builtin_sample_path(source.split(":", 1)[1]))
+        table = load_table(sample)
         return Table(table.x, table.y, table.feature_names, table.class_names, {**table.metadata, "source": source})
     if source.startswith("openml:"):
         if source != "openml:42468":
             raise DataError(f"data.source {source!r}: only openml:42468 (the 5-class jet benchmark) is supported")
+        if particle_args:
+            raise _not_particle_data(source, "per-jet features")
         from .published import load_openml_42468
 
         return load_openml_42468()
     path = (config_dir / source).resolve()
+    if path.is_dir() and particle_args:  # hls4ml particle data comes as a folder of 10 000-jet files
+        from .published import load_published_particles
+
+        table = load_published_particles(path, n_particles, particle_features)
+        check_table(table, path)
+        return table
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     try:
-        table = _read_file(path, x_key, y_key)
+        table = _read_file(path, x_key, y_key, n_particles, particle_features)
     except DataError:
         raise
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
@@ -250,21 +307,42 @@ def check_table(table: Table, where: Path | str) -> None:
                         "at least two classes")
 
 
-def _read_file(path: Path, x_key: str, y_key: str) -> Table:
+def _read_file(path: Path, x_key: str, y_key: str, n_particles: int | None = None,
+               particle_features: Sequence[str] | None = None) -> Table:
+    particle_args = n_particles is not None or particle_features is not None
+    if path.suffix in (".h5", ".hdf5") and particle_args and _has_dataset(path, "jetConstituentList"):
+        from .published import load_published_particles
+
+        return load_published_particles(path, n_particles, particle_features)
+    if particle_features is not None:
+        raise DataError(f"{path}: data.particle_features needs an hls4ml particle file (jetConstituentList); "
+                        "for your own arrays choose the features when writing them")
     if path.suffix in (".npz", ".h5", ".hdf5"):
         try:
-            return _read_arrays(path, x_key, y_key)
+            return _read_arrays(path, x_key, y_key, n_particles)
         except DataError:
-            if path.suffix == ".npz":
+            if path.suffix == ".npz" or particle_args:
                 raise
             from .published import load_published  # an HDF5 table with the benchmark's columns
 
             return load_published(path)
+    if particle_args:
+        raise _not_particle_data(str(path), "per-jet features")
     if path.suffix in (".csv", ".parquet", ".arff"):
         from .published import load_published
 
         return load_published(path)
     raise DataError(f"data file {path}: unsupported type {path.suffix!r} (expected .npz, .h5, .csv, .parquet, .arff)")
+
+
+def _has_dataset(path: Path, key: str) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return key in f
+    except OSError:
+        return False  # not HDF5: the reader that follows says so in one line
 
 
 def split_table(table: Table, train: float, val: float, seed: int, max_samples: int | None = None,
@@ -297,7 +375,9 @@ def load_data(data_cfg: Any, config_dir: Path = Path("."), max_samples: int | No
 
     ``max_samples`` (e.g. from ``--quick``) caps the events used, on top of ``data.max_samples``.
     """
-    table = read_source(data_cfg.source, config_dir, data_cfg.x_key, data_cfg.y_key)
+    # getattr: notebooks and tests may pass a config-like object from before the particle keys existed
+    table = read_source(data_cfg.source, config_dir, data_cfg.x_key, data_cfg.y_key,
+                        getattr(data_cfg, "n_particles", None), getattr(data_cfg, "particle_features", None))
     caps = [c for c in (data_cfg.max_samples, max_samples) if c is not None]
     split = data_cfg.split
     return split_table(table, split.train, split.val, split.seed, min(caps) if caps else None, data_cfg.scaling)

@@ -5,7 +5,8 @@ collisions at 13 TeV, anti-kT R=0.8 jets with pT ~ 1 TeV, no pile-up, no detecto
 16 high-level features of :mod:`fastml.data.jet_features`. Pythia 8 (``pythia8mc``) and FastJet are
 imported only inside the generating functions, so this module (and :func:`load_table`) works without them.
 
-Run ``python -m fastml.data.jets --per-class N --out FILE [--seed S] [--workers W]``.
+Run ``python -m fastml.data.jets --per-class N --out FILE [--seed S] [--workers W] [--particles N]``;
+with ``--particles N`` each jet also keeps its leading N constituents (:mod:`fastml.data.constituents`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from fastml.data.constituents import (
+    JET_FIELDS,
+    PARTICLE_TYPES,
+    STORED_PARTICLE_FIELDS,
+    ConstituentSample,
+    save_constituents,
+)
 from fastml.data.jet_features import jet_features, kinematics
 from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
 from fastml.errors import DataError
@@ -136,10 +144,52 @@ def _truth_objects(process: Any, pdg: frozenset[int]) -> list[tuple[float, float
     return out
 
 
-def _generate_chunk(task: tuple[int, int, int]) -> tuple[int, np.ndarray, dict[str, int]]:
+def _particle_type(pdg_id: int, charge: float) -> int:
+    """Code in ``PARTICLE_TYPES`` of a visible final-state particle (a generator-level particle-flow class)."""
+    a = abs(pdg_id)
+    if a == 22:
+        return 1
+    if a == 11:
+        return 2
+    if a == 13:
+        return 3
+    return 4 if charge != 0 else 5
+
+
+def _leading_constituents(
+    p4: np.ndarray, pid: np.ndarray, charge: np.ndarray, jet: Any, n_particles: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The jet's leading ``n_particles`` constituents by pT, zero-padded.
+
+    Returns (kin (n, 3) float64 = pT/pT_jet, eta - eta_jet, phi - phi_jet wrapped to [-pi, pi);
+    type (n,) int8 codes of PARTICLE_TYPES; charge (n,) int8). The jet axis is FastJet's E-scheme axis.
+    """
+    pt = np.hypot(p4[:, 0], p4[:, 1])
+    eta = np.arcsinh(p4[:, 2] / np.maximum(pt, 1e-300))
+    phi = np.arctan2(p4[:, 1], p4[:, 0])
+    order = np.argsort(-pt, kind="stable")[:n_particles]
+    m = order.size
+    kin = np.zeros((n_particles, 3))
+    kin[:m, 0] = pt[order] / jet.pt()
+    kin[:m, 1] = eta[order] - jet.eta()
+    kin[:m, 2] = np.mod(phi[order] - jet.phi_std() + np.pi, 2.0 * np.pi) - np.pi
+    ptype = np.zeros(n_particles, dtype=np.int8)
+    ptype[:m] = [_particle_type(int(i), float(c)) for i, c in zip(pid[order], charge[order], strict=True)]
+    chg = np.zeros(n_particles, dtype=np.int8)
+    chg[:m] = np.rint(charge[order]).astype(np.int8)
+    return kin, ptype, chg
+
+
+def _generate_chunk(
+    task: tuple[int, int, int], n_particles: int = 0
+) -> tuple[int, dict[str, np.ndarray], dict[str, int]]:
     """Generate ``n_jets`` truth-matched jets of class ``JET_CLASSES[label]`` with Pythia seed ``seed``.
 
-    Returns (label, features (n_jets, 16) float64, counters). Runs in a worker process.
+    Returns (label, arrays, counters); ``arrays["hlf"]`` is (n_jets, 16) float64. With ``n_particles > 0``
+    it also holds the leading constituents (``particles``, ``particle_type``, ``particle_charge``), the
+    jet four-vector summary ``jet`` (pt, eta, phi, mass, energy) and ``n_constituents``. Keeping
+    constituents draws no random numbers, so the jets are the same whatever ``n_particles`` is.
+    Runs in a worker process.
     """
     label, n_jets, seed = task
     pythia8mc, fastjet = _require_generators()
@@ -152,6 +202,7 @@ def _generate_chunk(task: tuple[int, int, int]) -> tuple[int, np.ndarray, dict[s
         raise RuntimeError(f"Pythia failed to initialise for class {name!r}")
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R)
     rows: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = []
     counts = {"events": 0, "failed_events": 0, "jets_in_window": 0, "jets_matched": 0}
     while len(rows) < n_jets:
         if not pythia.next():
@@ -162,9 +213,11 @@ def _generate_chunk(task: tuple[int, int, int]) -> tuple[int, np.ndarray, dict[s
         if not truth:
             continue
         # Visible final-state particles (neutrinos excluded), as a generator-level "particle flow".
-        p4 = np.array(
-            [[p.px(), p.py(), p.pz(), p.e()] for p in pythia.event if p.isFinal() and p.isVisible()]
-        )
+        visible = [p for p in pythia.event if p.isFinal() and p.isVisible()]
+        p4 = np.array([[p.px(), p.py(), p.pz(), p.e()] for p in visible])
+        if n_particles:
+            pid = np.array([p.id() for p in visible], dtype=np.int64)
+            charge = np.array([p.charge() for p in visible], dtype=np.float64)
         inputs = []
         for k, (px, py, pz, e) in enumerate(p4):
             pj = fastjet.PseudoJet(float(px), float(py), float(pz), float(e))
@@ -186,10 +239,21 @@ def _generate_chunk(task: tuple[int, int, int]) -> tuple[int, np.ndarray, dict[s
             counts["jets_matched"] += 1
             idx = np.array([c.user_index() for c in jet.constituents()], dtype=np.int64)
             rows.append(jet_features(p4[idx]))
+            if n_particles:
+                kin, ptype, chg = _leading_constituents(p4[idx], pid[idx], charge[idx], jet, n_particles)
+                summary = np.array([jet.pt(), jet.eta(), jet.phi_std(), jet.m(), jet.e()])
+                parts.append((kin, ptype, chg, summary, idx.size))
             if len(rows) == n_jets:
                 break
         del cluster
-    return label, np.array(rows, dtype=np.float64).reshape(n_jets, len(JET_FEATURES)), counts
+    arrays = {"hlf": np.array(rows, dtype=np.float64).reshape(n_jets, len(JET_FEATURES))}
+    if n_particles:
+        arrays["particles"] = np.stack([p[0] for p in parts])
+        arrays["particle_type"] = np.stack([p[1] for p in parts])
+        arrays["particle_charge"] = np.stack([p[2] for p in parts])
+        arrays["jet"] = np.stack([p[3] for p in parts])
+        arrays["n_constituents"] = np.array([p[4] for p in parts], dtype=np.int32)
+    return label, arrays, counts
 
 
 def _tasks(per_class: int, seed: int) -> list[tuple[int, int, int]]:
@@ -207,38 +271,34 @@ def _tasks(per_class: int, seed: int) -> list[tuple[int, int, int]]:
     return tasks
 
 
-def generate_jets(per_class: int, seed: int = 1, workers: int = 2, progress: bool = True) -> Table:
-    """Generate ``per_class`` truth-labelled jets of each class in ``JET_CLASSES`` with Pythia 8 + FastJet.
-
-    Guarantees: a Table with ``per_class * 5`` rows, features in ``JET_FEATURES`` order (float32), labels
-    in ``JET_CLASSES`` order, rows shuffled with ``seed``; identical output for identical
-    (per_class, seed, package versions) whatever ``workers`` is. ``metadata`` records the generator
-    settings per class, every Pythia seed, package versions, event counts and wall time.
-    Raises DataError (one line) when pythia8mc/fastjet are not installed.
-    """
+def _generate_arrays(
+    per_class: int, seed: int, workers: int, progress: bool, n_particles: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+    """Run every chunk task and return (arrays shuffled with ``seed``, labels int64, metadata)."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     _require_generators()
     tasks = _tasks(per_class, seed)
     start = time.time()
-    results: dict[int, tuple[int, np.ndarray, dict[str, int]]] = {}
+    results: dict[int, tuple[int, dict[str, np.ndarray], dict[str, int]]] = {}
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=per_class * len(JET_CLASSES), unit="jet", desc="generating jets")
-    for i, result in _run_tasks(tasks, workers):
+    for i, result in _run_tasks(tasks, workers, n_particles):
         results[i] = result
         if bar is not None:
-            bar.update(result[1].shape[0])
+            bar.update(result[1]["hlf"].shape[0])
     if bar is not None:
         bar.close()
     wall = time.time() - start
-    x = np.concatenate([results[i][1] for i in range(len(tasks))]).astype(np.float32)
+    arrays = {key: np.concatenate([results[i][1][key] for i in range(len(tasks))]) for key in results[0][1]}
     y = np.concatenate(
-        [np.full(results[i][1].shape[0], results[i][0], dtype=np.int64) for i in range(len(tasks))]
+        [np.full(results[i][1]["hlf"].shape[0], results[i][0], dtype=np.int64) for i in range(len(tasks))]
     )
-    order = np.random.default_rng(seed).permutation(x.shape[0])
+    # The same permutation as the HLF-only run, so row i is the same jet in both files.
+    order = np.random.default_rng(seed).permutation(y.shape[0])
     counts: dict[str, dict[str, int]] = {}
     for label, _, c in results.values():
         agg = counts.setdefault(JET_CLASSES[label], {})
@@ -272,16 +332,68 @@ def generate_jets(per_class: int, seed: int = 1, workers: int = 2, progress: boo
         "wall_time_s": round(wall, 1),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return Table(x=x[order], y=y[order], feature_names=JET_FEATURES, class_names=JET_CLASSES, metadata=meta)
+    return {k: v[order] for k, v in arrays.items()}, y[order], meta
+
+
+def generate_jets(per_class: int, seed: int = 1, workers: int = 2, progress: bool = True) -> Table:
+    """Generate ``per_class`` truth-labelled jets of each class in ``JET_CLASSES`` with Pythia 8 + FastJet.
+
+    Guarantees: a Table with ``per_class * 5`` rows, features in ``JET_FEATURES`` order (float32), labels
+    in ``JET_CLASSES`` order, rows shuffled with ``seed``; identical output for identical
+    (per_class, seed, package versions) whatever ``workers`` is. ``metadata`` records the generator
+    settings per class, every Pythia seed, package versions, event counts and wall time.
+    Raises DataError (one line) when pythia8mc/fastjet are not installed.
+    """
+    arrays, y, meta = _generate_arrays(per_class, seed, workers, progress, n_particles=0)
+    return Table(
+        x=arrays["hlf"].astype(np.float32), y=y, feature_names=JET_FEATURES, class_names=JET_CLASSES, metadata=meta
+    )
+
+
+def generate_jet_constituents(
+    per_class: int, seed: int = 1, workers: int = 2, progress: bool = True, n_particles: int = 32
+) -> ConstituentSample:
+    """Like :func:`generate_jets`, and keep each jet's leading ``n_particles`` constituents.
+
+    Guarantees: the jets (and their row order) are those :func:`generate_jets` makes with the same
+    (per_class, seed) — keeping constituents draws no random numbers; ``hlf`` holds their 16 features.
+    Raises DataError (one line) when pythia8mc/fastjet are not installed.
+    """
+    if n_particles < 1:
+        raise ValueError(f"n_particles must be >= 1, got {n_particles}")
+    arrays, y, meta = _generate_arrays(per_class, seed, workers, progress, n_particles=n_particles)
+    meta = {
+        **meta,
+        "source": "fastml.data.jets.generate_jet_constituents (Pythia 8 + FastJet)",
+        "constituents": {
+            "n_particles": n_particles,
+            "order": "pT-descending, zero-padded after the last real particle",
+            "particles": list(STORED_PARTICLE_FIELDS),
+            "axis": "FastJet E-scheme jet axis; eta is pseudorapidity; dphi wrapped to [-pi, pi)",
+            "particle_type": list(PARTICLE_TYPES),
+            "jet": list(JET_FIELDS),
+        },
+    }
+    return ConstituentSample(
+        particles=arrays["particles"].astype(np.float16),
+        particle_type=arrays["particle_type"].astype(np.int8),
+        particle_charge=arrays["particle_charge"].astype(np.int8),
+        jet=arrays["jet"].astype(np.float32),
+        n_constituents=arrays["n_constituents"].astype(np.int16),
+        hlf=arrays["hlf"].astype(np.float32),
+        y=y,
+        class_names=JET_CLASSES,
+        metadata=meta,
+    )
 
 
 def _run_tasks(
-    tasks: Sequence[tuple[int, int, int]], workers: int
-) -> Iterator[tuple[int, tuple[int, np.ndarray, dict[str, int]]]]:
+    tasks: Sequence[tuple[int, int, int]], workers: int, n_particles: int = 0
+) -> Iterator[tuple[int, tuple[int, dict[str, np.ndarray], dict[str, int]]]]:
     """Yield (task index, result) as tasks finish, in a process pool when ``workers > 1``."""
     if workers <= 1:
         for i, task in enumerate(tasks):
-            yield i, _generate_chunk(task)
+            yield i, _generate_chunk(task, n_particles)
         return
     import multiprocessing as mp
 
@@ -290,13 +402,13 @@ def _run_tasks(
         os.environ.setdefault(var, "1")
     # "spawn" avoids forking a process that may already hold Pythia/FastJet or threaded BLAS state.
     with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(_indexed_chunk, list(enumerate(tasks)))
+        yield from pool.imap_unordered(_indexed_chunk, [(i, t, n_particles) for i, t in enumerate(tasks)])
 
 
 def _indexed_chunk(
-    item: tuple[int, tuple[int, int, int]],
-) -> tuple[int, tuple[int, np.ndarray, dict[str, int]]]:
-    return item[0], _generate_chunk(item[1])
+    item: tuple[int, tuple[int, int, int], int],
+) -> tuple[int, tuple[int, dict[str, np.ndarray], dict[str, int]]]:
+    return item[0], _generate_chunk(item[1], item[2])
 
 
 def save_table(table: Table, path: str | Path) -> None:
@@ -331,22 +443,35 @@ def load_table(path: str | Path) -> Table:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: generate jets and save them as .npz."""
+    """Command-line entry: generate jets (optionally with constituents) and save them as .npz."""
     parser = argparse.ArgumentParser(prog="python -m fastml.data.jets", description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, required=True, help="jets per class (g, q, W, Z, t)")
     parser.add_argument("--out", type=Path, required=True, help="output .npz file")
     parser.add_argument("--seed", type=int, default=1, help="master seed (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--particles", type=int, default=0, metavar="N",
+        help="also keep each jet's leading N constituents (a jet-constituents file; default 0: features only)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.per_class < 1 or args.particles < 0:
+        parser.exit(2, "error: --per-class must be >= 1 and --particles >= 0\n")
     try:
-        table = generate_jets(
-            args.per_class, seed=args.seed, workers=args.workers, progress=not args.no_progress
-        )
+        if args.particles:
+            sample = generate_jet_constituents(
+                args.per_class, seed=args.seed, workers=args.workers, progress=not args.no_progress,
+                n_particles=args.particles,
+            )
+            save_constituents(sample, args.out)
+            n_jets, wall = sample.y.shape[0], sample.metadata["wall_time_s"]
+        else:
+            table = generate_jets(args.per_class, seed=args.seed, workers=args.workers, progress=not args.no_progress)
+            save_table(table, args.out)
+            n_jets, wall = table.y.shape[0], table.metadata["wall_time_s"]
     except DataError as exc:
         parser.exit(2, f"error: {exc}\n")
-    save_table(table, args.out)
-    print(f"wrote {table.x.shape[0]} jets to {args.out} in {table.metadata['wall_time_s']} s")
+    print(f"wrote {n_jets} jets to {args.out} in {wall} s")
     return 0
 
 

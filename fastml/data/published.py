@@ -295,3 +295,122 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
         f"{path}: no jet table found (expected 'jets'+'jetFeatureNames', a compound dataset, "
         "or one dataset per column)"
     )
+
+
+#: Datasets of the hls4ml LHC jet particle files (Zenodo 3602260, the JEDI-net 30/50/100/150-particle
+#: files ``jetImage_*_<N>p_*.h5``): constituents (jets, N, 16), their names, and the per-jet table
+#: whose ``j_g ... j_t`` columns are the one-hot labels.
+HLS4ML_PARTICLE_DATASETS: tuple[str, ...] = ("jetConstituentList", "particleFeatureNames", "jets", "jetFeatureNames")
+#: fastml's base per-particle quantities -> column of ``particleFeatureNames`` holding it.
+HLS4ML_PARTICLE_COLUMNS: dict[str, str] = {
+    "pt_rel": "j1_ptrel",
+    "deta": "j1_etarel",
+    "dphi": "j1_phirel",
+    "pt": "j1_pt",
+    "e": "j1_e",
+    "e_rel": "j1_erel",
+    "eta": "j1_eta",
+    "phi": "j1_phi",
+    "px": "j1_px",
+    "py": "j1_py",
+    "pz": "j1_pz",
+}
+#: Base quantities each derived feature needs (features not listed are base quantities themselves).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "delta_r": ("deta", "dphi"),
+    "log_pt": ("pt",),
+    "log_e": ("e",),
+    "log_pt_rel": ("pt_rel",),
+    "log_e_rel": ("e_rel",),
+}
+
+
+def load_published_particles(
+    path: str | Path, n_particles: int | None = None, features: Iterable[str] | None = None
+) -> Table:
+    """Read hls4ml LHC jet particle files (one ``.h5`` or a folder of them) into a particle Table.
+
+    Guarantees: x (jets, n_particles, len(features)) float32 with each jet's constituents sorted by pT
+    (descending) and cut to the leading ``n_particles`` (default: all the file has, 30 or 150), padded
+    particles all zero; y int64 in ``JET_CLASSES`` order. Raises DataError (one line naming the file) for
+    a missing file, a missing dataset or column, or more particles asked for than a file has.
+    """
+    from fastml.data.constituents import DEFAULT_PARTICLE_FEATURES, check_particle_features, derive_particle_features
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".h5", ".hdf5"))
+        if not files:
+            raise DataError(f"{path}: no .h5 files in this folder; expected hls4ml jet particle files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"jet particle file not found: {path}")
+    names = check_particle_features(
+        tuple(features) if features is not None else DEFAULT_PARTICLE_FEATURES, str(path), has_pid=False
+    )
+    needed = sorted({"pt", *(q for f in names for q in _NEEDS.get(f, (f,)))})
+    xs, ys = [], []
+    for file in files:
+        x, y = _read_particle_file(file, needed, n_particles, names, derive_particle_features)
+        if xs and x.shape[1] != xs[0].shape[1]:
+            raise DataError(f"{file}: {x.shape[1]} particles per jet, but {files[0]} has {xs[0].shape[1]}")
+        xs.append(x)
+        ys.append(y)
+    x = np.concatenate(xs)
+    meta = {
+        "source": str(path),
+        "format": "hls4ml jet particle HDF5 (jetConstituentList)",
+        "files": [f.name for f in files],
+        "n_particles": int(x.shape[1]),
+        "particle_features": list(names),
+    }
+    return Table(x, np.concatenate(ys), names, JET_CLASSES, meta)
+
+
+def _read_particle_file(
+    file: Path, needed: list[str], n_particles: int | None, names: tuple[str, ...], derive: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import h5py
+    except ImportError as exc:
+        raise DataError("reading HDF5 needs h5py: pip install h5py") from exc
+    try:
+        fh = h5py.File(file, "r")
+    except OSError as exc:
+        raise DataError(f"{file}: not a readable HDF5 file ({' '.join(str(exc).split())})") from exc
+    with fh:
+        for key in HLS4ML_PARTICLE_DATASETS:
+            if key not in fh:
+                raise DataError(
+                    f"{file}: no dataset {key!r} (has: {', '.join(fh) or 'nothing'}); expected the hls4ml jet "
+                    f"particle layout ({', '.join(HLS4ML_PARTICLE_DATASETS)})"
+                )
+        pnames = [_clean(n) for n in fh["particleFeatureNames"][()]]
+        jnames = [_clean(n).lower() for n in fh["jetFeatureNames"][()]]
+        constituents = fh["jetConstituentList"]
+        if constituents.ndim != 3 or constituents.shape[2] != len(pnames):
+            raise DataError(f"{file}: 'jetConstituentList' has shape {constituents.shape}, expected "
+                            f"(jets, particles, {len(pnames)}) to match 'particleFeatureNames'")
+        missing = [HLS4ML_PARTICLE_COLUMNS[q] for q in needed if HLS4ML_PARTICLE_COLUMNS[q] not in pnames]
+        if missing:
+            raise DataError(f"{file}: 'particleFeatureNames' lacks {', '.join(missing)}")
+        have = int(constituents.shape[1])
+        keep = have if n_particles is None else n_particles
+        if not 1 <= keep <= have:
+            raise DataError(f"{file}: data.n_particles: expected 1..{have} (the particles per jet in the file), "
+                            f"got {n_particles}")
+        cols = sorted({pnames.index(HLS4ML_PARTICLE_COLUMNS[q]) for q in needed})
+        raw = constituents[:, :, cols]  # h5py reads a column subset only in increasing order
+        jets = fh["jets"][()]
+        if jets.ndim != 2 or jets.shape[1] != len(jnames) or jets.shape[0] != raw.shape[0]:
+            raise DataError(f"{file}: 'jets' has shape {jets.shape}, expected ({raw.shape[0]}, {len(jnames)})")
+    absent = [c for c in ONE_HOT_COLUMNS if c not in jnames]
+    if absent:
+        raise DataError(f"{file}: 'jetFeatureNames' lacks the label column(s) {', '.join(absent)}")
+    y = _labels_from_one_hot([jets[:, jnames.index(c)] for c in ONE_HOT_COLUMNS], str(file))
+    base = {q: raw[:, :, cols.index(pnames.index(HLS4ML_PARTICLE_COLUMNS[q]))].astype(np.float64) for q in needed}
+    # Leading particles by pT: the files are not guaranteed to be sorted, and padding (pT = 0) sorts last.
+    order = np.argsort(-base["pt"], axis=1, kind="stable")[:, :keep]
+    base = {q: np.take_along_axis(v, order, axis=1) for q, v in base.items()}
+    return derive(base, base["pt"] > 0, names), y
