@@ -1,4 +1,5 @@
-"""``fastml data generate-jets``: make a jet dataset with Pythia 8 + FastJet (optional extra)."""
+"""``fastml data generate-jets``: make a jet dataset with Pythia 8 + FastJet (optional extra), optionally with
+each jet's leading constituents (``--particles N``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="output .npz file")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--particles", type=int, default=0, metavar="N",
+                   help="also keep each jet's leading N constituents (writes a jet-constituents file; "
+                   "default 0: the 16 features only)")
     g.set_defaults(func=run_generate_jets)
     f = dsub.add_parser("fetch", help="download a published data set into the cache the loaders read "
                         "(checksum verified, atomic, resumable)")
@@ -40,6 +44,18 @@ def run_generate_jets(args: argparse.Namespace) -> int:
 
     if args.per_class <= 0:
         raise DataError(f"--per-class must be a positive number of jets, got {args.per_class}")
+    if args.particles < 0:
+        raise DataError(f"--particles must be 0 (features only) or a positive number of constituents, "
+                        f"got {args.particles}")
+    if args.particles:
+        from ..data.constituents import save_constituents
+        from ..data.jets import generate_jet_constituents
+
+        sample = generate_jet_constituents(args.per_class, seed=args.seed, workers=args.workers,
+                                           n_particles=args.particles)
+        save_constituents(sample, Path(args.out))
+        print(f"wrote {len(sample.y)} jets with their leading {args.particles} constituents to {args.out}")
+        return 0
     table = generate_jets(args.per_class, seed=args.seed, workers=args.workers)
     save_table(table, Path(args.out))
     print(f"wrote {len(table.y)} jets to {args.out}")
