@@ -254,3 +254,23 @@ def test_baseline_of_another_project_is_refused(tmp_path, capsys):
     assert main(["check", str(tmp_path / "tagger"), "--baseline", str(tmp_path / "other" / "report.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "project 'other', expected one of 'tagger'" in err[0]
+
+
+# ------------------------------------------------------------------------------------------ saved models
+
+
+def test_corrupt_saved_models_give_one_line(tmp_path):
+    import zipfile
+
+    from fastml.model_files import load_keras_model
+
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(b"PK\x03\x04" + bytes(40))
+    not_a_model = tmp_path / "other.keras"
+    with zipfile.ZipFile(not_a_model, "w") as z:
+        z.writestr("config.json", "{not json")
+    for path, phrase in ((tmp_path / "missing.keras", "no saved model"), (truncated, "not a .keras archive"),
+                         (not_a_model, "cannot load this Keras model")):
+        with pytest.raises(FastmlError) as info:
+            load_keras_model(path)
+        assert phrase in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
