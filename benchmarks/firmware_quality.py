@@ -71,7 +71,8 @@ def _point(ctx: Context, cfg: Any, record: dict[str, Any], front_dir: Any, data:
     from fastml.errors import ToolError
     from fastml.estimate import rtl_yosys_resources
     from fastml.gate import PART_RESOURCES
-    from fastml.training import TrainedModel, _logits_fn
+    from fastml.models import TrainedModel
+    from fastml.models.network import logits_fn as _logits_fn
     from fastml.verification import accuracy
 
     model = keras.models.load_model(front_dir / record["file"], compile=False)
@@ -104,12 +105,12 @@ def quality_group(ctx: Context) -> list[Row]:
     """Rows of the ``quality`` group: points along the trade-off, then the published figures (or why absent)."""
     from fastml.config import load_config
     from fastml.data import load_data
-    from fastml.training import train_mlp
+    from fastml.models import kind_of
 
     sweep = QUICK_SWEEP if ctx.quick else FULL_SWEEP
     cfg = load_config(JET_CONFIG, {
         "name": "quality_sweep",
-        "model": {"mlp": {"hidden": sweep["hidden"]}},
+        "model": {"hidden": sweep["hidden"]},
         "train": {"beta": {"start": sweep["beta"][0], "end": sweep["beta"][1]}, "float_baseline": False,
                   "epochs": sweep["epochs"]},
         "firmware": {"backend": "rtl", "clock_period_ns": 5.0, "output_dir": str(ctx.workdir)},
@@ -118,7 +119,7 @@ def quality_group(ctx: Context) -> list[Row]:
     data = load_data(cfg.data, cfg.config_dir, max_samples=sweep["max_samples"])
     front_dir = ctx.workdir / "pareto_front"
     t0 = time.perf_counter()
-    trained = train_mlp(cfg, data, progress=False, keep_front=front_dir)
+    trained = kind_of(cfg).train(cfg, data, progress=False, keep_front=front_dir)
     train_s = time.perf_counter() - t0
     front = trained.selection["pareto"]
     note = (f"{'-'.join(str(w) for w in sweep['hidden'])} MLP, one {sweep['epochs']}-epoch run, beta "

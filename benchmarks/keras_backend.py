@@ -1,6 +1,6 @@
 """Keras backend: JAX vs TensorFlow training speed for the jet MLP on this CPU.
 
-Each backend trains the same HGQ2 MLP (``fastml.model.build_mlp``, widths of ``configs/jet_tagger.yaml``)
+Each backend trains the same HGQ2 MLP (``fastml.models.mlp.build_mlp``, widths of ``configs/jet_tagger.yaml``)
 on the same events in its own child process (``benchmarks/train_speed_child.py``). JAX runs in this
 interpreter. TensorFlow runs in the interpreter given by ``--tf-python`` (e.g. a separate venv with
 ``tensorflow keras hgq2 numpy``), or in this one if it can import tensorflow; otherwise its row says

@@ -3,7 +3,7 @@
     KERAS_BACKEND=jax|tensorflow PYTHON benchmarks/train_speed_child.py [--epochs N] [--hidden 64,32,32]
 
 Runs under any interpreter with keras, hgq2 and numpy (it puts the repository on ``sys.path`` for
-``fastml.model.build_mlp``, which needs nothing else), so the TensorFlow side can run from a separate
+``fastml.models.mlp.build_mlp``, which needs nothing else), so the TensorFlow side can run from a separate
 virtual environment. The model, data, batch size and optimiser are those of ``configs/jet_tagger.yaml``.
 """
 
@@ -34,7 +34,7 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from fastml.model import build_mlp
+    from fastml.models.mlp import build_mlp
 
     t_import = time.perf_counter() - t0
     data = np.load(SAMPLE)

@@ -37,7 +37,8 @@ def _load(project: Path) -> tuple[Any, np.ndarray, np.ndarray]:
 
 
 def _trained(model: Any) -> Any:
-    from fastml.training import TrainedModel, _logits_fn
+    from fastml.models import TrainedModel
+    from fastml.models.network import logits_fn as _logits_fn
 
     return TrainedModel(kind="mlp", model=model, predict_quantized=_logits_fn(model), predict_float=None,
                         n_classes=int(model.output_shape[-1]))

@@ -11,12 +11,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .models.bdt import BDTSection
+from .models.mlp import MLPSection
 
 #: Name of a build: becomes ``<output_dir>/<name>/``, so it may not contain separators or start with a dot.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,34 +64,19 @@ class DataConfig(_Strict):
     scaling: Literal["standard", "none"] = "standard"
 
 
-class MLPConfig(_Strict):
-    """HGQ2 multilayer perceptron: hidden widths, activation and quantiser settings."""
+def _model_section_union() -> Any:
+    """``model:`` is validated against the section of the kind it names (``fastml.models``' registry)."""
+    from .models import registered_kinds
 
-    hidden: list[Annotated[int, Field(gt=0, le=4096)]] = [64, 32, 32]
-    activation: Literal["relu", "linear"] = "relu"
-    batchnorm: bool = True  # fused into the dense layer (QEinsumDenseBatchnorm), free in firmware
-    beta0: float = Field(1e-5, ge=0)
-    weight_overflow: Literal["SAT_SYM", "SAT", "WRAP"] = "SAT_SYM"
-    datalane_overflow: Literal["WRAP", "SAT", "SAT_SYM"] = "WRAP"
+    sections = tuple(kind.Section for kind in registered_kinds().values())
+    return Annotated[Union[sections], Field(discriminator="kind")]  # noqa: UP007  (a runtime tuple of classes)
 
 
-class BDTConfig(_Strict):
-    """Gradient-boosted trees: train with ``library`` or load a saved model from ``load``."""
-
-    library: Literal["xgboost", "sklearn"] = "xgboost"
-    n_estimators: int = Field(40, gt=0, le=5000)
-    max_depth: int = Field(3, gt=0, le=16)
-    learning_rate: float = Field(0.3, gt=0, le=1)
-    load: str | None = None
-    trust_pickle: bool = False  # a pickle can run arbitrary code: loading one needs this opt-in
-
-
-class ModelConfig(_Strict):
-    """The model to build: ``kind: mlp`` (HGQ2 network) or ``kind: bdt`` (boosted trees)."""
-
-    kind: Literal["mlp", "bdt"] = "mlp"
-    mlp: MLPConfig = MLPConfig()
-    bdt: BDTConfig = BDTConfig()
+#: The ``model:`` section: one class per model kind (``fastml.models.<kind>``), chosen by ``model.kind``.
+ModelConfig = _model_section_union()
+#: Sections of the built-in kinds, under the names earlier versions exported.
+MLPConfig = MLPSection
+BDTConfig = BDTSection
 
 
 class BetaSchedule(_Strict):
@@ -103,14 +90,15 @@ class TrainConfig(_Strict):
     """Quantisation-aware training and checkpoint choice on the accuracy-vs-EBOPs front.
 
     ``select: smallest_within`` keeps the Pareto checkpoint with the fewest EBOPs whose validation
-    accuracy is within ``max_accuracy_drop`` of the best one; ``best_accuracy`` keeps the most accurate.
+    accuracy is within ``max_accuracy_drop`` of the best one; ``smallest_within_float``: within
+    ``max_accuracy_drop`` of the float twin's validation accuracy; ``best_accuracy`` keeps the most accurate.
     """
 
     epochs: int = Field(60, gt=0, le=100_000)
     batch_size: int = Field(512, gt=0)
     learning_rate: float = Field(3e-3, gt=0)
     beta: BetaSchedule = BetaSchedule()
-    select: Literal["smallest_within", "best_accuracy"] = "smallest_within"
+    select: Literal["smallest_within", "smallest_within_float", "best_accuracy"] = "smallest_within"
     max_accuracy_drop: float = Field(0.005, ge=0, le=1)
     float_baseline: bool = True  # also train an unquantised twin for the float accuracy
     seed: int = 0
@@ -205,7 +193,7 @@ class BuildConfig(_Strict):
     name: str
     description: str = ""
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = MLPSection()
     train: TrainConfig = TrainConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     verify: VerifyConfig = VerifyConfig()
@@ -223,13 +211,28 @@ class BuildConfig(_Strict):
             )
         return v
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _default_kind_and_nested_section(cls, v: Any) -> Any:
+        """``kind`` defaults to mlp; ``model: {kind: K, K: {...}}`` (the earlier nested form) is lifted."""
+        if not isinstance(v, dict):
+            return v
+        v = {"kind": "mlp", **v}
+        nested = v.get(v["kind"]) if isinstance(v["kind"], str) else None
+        if isinstance(nested, dict):
+            v = {**{k: x for k, x in v.items() if k != v["kind"]}, **nested}
+        return v
+
     @model_validator(mode="after")
     def _backend_fits_model(self) -> BuildConfig:
-        bdt_backend = self.firmware.backend == "conifer"
-        if (self.model.kind == "bdt") != bdt_backend:
+        from .models import kind_of
+
+        kind = kind_of(self)
+        if self.firmware.backend not in kind.backends:
+            note = kind.backend_notes.get(self.firmware.backend)
             raise ValueError(
-                f"model.kind {self.model.kind!r} cannot be built with firmware.backend "
-                f"{self.firmware.backend!r} (bdt needs conifer; mlp needs hls4ml or rtl)"
+                f"key 'firmware.backend': {self.firmware.backend!r} cannot build model.kind {self.model.kind!r}; "
+                f"expected one of: {', '.join(kind.backends)}" + (f" ({note})" if note else "")
             )
         return self
 
@@ -260,21 +263,40 @@ def _one_line(msg: str) -> str:
     return " ".join(msg.split())
 
 
+def _model_kind_in_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
+    """pydantic puts the chosen kind into the location of an error inside ``model`` ("model.mlp.hidden"):
+    drop it (the user wrote ``model.hidden``) and return that kind's section class."""
+    from .models import registered_kinds
+
+    kinds = registered_kinds()
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in kinds:
+        return (loc[0], *loc[2:]), kinds[loc[1]].Section
+    return loc, None
+
+
 def _format_validation_error(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
-    key = _location(first["loc"])
+    loc, model_section = _model_kind_in_loc(tuple(first["loc"]))
+    key = _location(loc)
     kind = first["type"]
+    if kind == "union_tag_invalid" and loc == ("model",):
+        from .models import registered_kinds
+
+        return (f"{path}: key 'model.kind': expected one of: {', '.join(registered_kinds())}; "
+                f"got {_short_repr(first['ctx'].get('tag'))}")
     if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in first["loc"][:-1])
-        section = BuildConfig
-        for part in first["loc"][:-1]:
-            section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+        parent = ".".join(str(p) for p in loc[:-1])
+        section: Any = BuildConfig
+        for part in loc[:-1]:
+            section = model_section if part == "model" and model_section else section.model_fields[str(part)].annotation
         known = ", ".join(section.model_fields) if isinstance(section, type) else "?"
         where = f"in '{parent}'" if parent else "at the top level"
         return f"{path}: unknown key '{key}' {where}; expected one of: {known}"
     if kind == "missing":
         return f"{path}: missing required key '{key}'"
     msg = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a whole-recipe check: its message names the keys itself
+        return _one_line(f"{path}: {msg}")
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     # our validators already end their message with "got <value>"; say it once
     got = "" if re.search(r"\bgot\b", msg) else f"; got {_short_repr(first.get('input'))}"
@@ -298,6 +320,7 @@ def parse_config(raw: Any, path: Path | str = "<config>", overrides: dict[str, A
     except ValidationError as err:
         raise ConfigError(_format_validation_error(path, err)) from None
     _check_data_path(cfg, path)
+    _check_model_section(cfg, path)
     return cfg
 
 
@@ -325,10 +348,15 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
         raise ConfigError(
             f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)"
         )
-    for p in (cfg.model.bdt.load,) if cfg.model.kind == "bdt" and cfg.model.bdt.load else ():
-        model_file = (cfg.config_dir / p).resolve()
-        if not model_file.is_file():
-            raise ConfigError(f"{path}: key 'model.bdt.load': file {model_file} does not exist")
+
+
+def _check_model_section(cfg: BuildConfig, path: Path) -> None:
+    """The model kind's own checks that need the whole recipe (e.g. a model file that must exist)."""
+    from .models import kind_of
+
+    why = kind_of(cfg).check_section(cfg)
+    if why is not None:
+        raise ConfigError(f"{path}: {why}")
 
 
 def resolve_data_path(cfg: BuildConfig) -> Path:

@@ -57,7 +57,7 @@ def trace_keras(keras_model: Any) -> Any:
     """da4ml ``CombLogic`` of an HGQ2 Keras model (single input, single output); bit-exact with it.
 
     The model's quantiser ranges must already be calibrated (``hgq.utils.trace_minmax``), as
-    ``fastml.training`` guarantees. Raises ``FastmlError`` if da4ml cannot trace a layer.
+    ``fastml.models`` guarantees. Raises ``FastmlError`` if da4ml cannot trace a layer.
     """
     from da4ml.converter import trace_model
     from da4ml.trace import HWConfig, comb_trace

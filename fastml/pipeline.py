@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .backends import FirmwareProject
     from .config import BuildConfig
     from .data import Dataset
-    from .training import TrainedModel
+    from .models import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,10 @@ def _save_inputs(project_dir: Path, cfg: BuildConfig, data: Dataset, x_verify: n
     np.savez_compressed(model_dir / "verify_inputs.npz", x=x_verify, y_ref=reference, labels=labels)
 
 
-def _save_model(project_dir: Path, trained: TrainedModel) -> None:
-    model_dir = project_dir / "model"
-    if trained.kind == "mlp":
-        trained.model.save(model_dir / "model.keras")
-        if trained.float_model is not None:
-            trained.float_model.save(model_dir / "float_model.keras")
-    elif hasattr(trained.model, "save_model"):  # xgboost
-        trained.model.save_model(model_dir / "model.json")
+def _save_model(project_dir: Path, cfg: BuildConfig, trained: TrainedModel) -> None:
+    from .models import kind_of
+
+    kind_of(cfg).save(trained, project_dir / "model")
 
 
 def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
@@ -165,7 +161,7 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
 def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
     from .backends import convert
     from .data import load_data
-    from .training import train
+    from .models import train
     from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
 
     timer = StageTimer(log)
@@ -211,7 +207,7 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
             _estimate(project, trained, cfg, report, log)
         with timer.stage("save"):
             _save_inputs(tmp, cfg, data, x_verify, reference, y_test)
-            _save_model(tmp, trained)
+            _save_model(tmp, cfg, trained)
         report.timings_s = {**timer.timings_s, **{f"convert.{k}": v for k, v in project.timings_s.items()}}
         try:
             require_bit_exact(report.verification, cfg.budgets.max_mismatches)

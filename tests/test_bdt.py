@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from fastml.backends import FirmwareProject
-from fastml.bdt import train_bdt
 from fastml.config import parse_config
 from fastml.data import Dataset, Scaler
 from fastml.errors import ConfigError
+from fastml.models.bdt import train_bdt
 from fastml.verification import bit_exact_mismatches, verify_project
 
 #: LSB 1/8 data: xgboost's thresholds land on the grid, so events sit exactly on thresholds.
@@ -158,7 +158,7 @@ def test_pickle_refused_unless_trusted(tmp: Path, data3: Dataset) -> None:
     with pytest.raises(ConfigError) as err:
         train_bdt(_cfg(tmp, model={"bdt": {"load": "gb.pkl"}}), data3)
     msg = str(err.value)
-    assert "model.bdt.load" in msg and "trust_pickle" in msg and "\n" not in msg
+    assert "model.load" in msg and "trust_pickle" in msg and "\n" not in msg
     trusted = train_bdt(_cfg(tmp, model={"bdt": {"load": "gb.pkl", "trust_pickle": True}}), data3)
     assert trusted.library == "sklearn" and trusted.selection["source"] == "loaded"
 

@@ -11,8 +11,8 @@ import pytest
 from fastml.backends import FirmwareProject
 from fastml.config import parse_config
 from fastml.errors import VerificationError
+from fastml.models import TrainedModel
 from fastml.pipeline import staging_dir
-from fastml.training import TrainedModel
 from fastml.verification import bit_exact_mismatches, require_bit_exact, verify_project
 
 
@@ -126,13 +126,13 @@ def test_mismatching_firmware_fails_build_and_keeps_last_good_project(
     tmp_path: Path, toy_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import fastml.backends
+    import fastml.models
     import fastml.pipeline
-    import fastml.training
     from fastml.pipeline import build
 
     cfg = parse_config({"name": "toy", "data": {"source": toy_npz.name}, "verify": {"samples": 300},
                         "firmware": {"output_dir": str(tmp_path / "out")}}, toy_npz.parent / "c.yaml")
-    monkeypatch.setattr(fastml.training, "train", lambda cfg, data, epochs=None, progress=True: _fake_trained())
+    monkeypatch.setattr(fastml.models, "train", lambda cfg, data, epochs=None, progress=True: _fake_trained())
     # the fake model has nothing to estimate or save
     monkeypatch.setattr(fastml.pipeline, "_estimate", lambda *a, **k: None)
     monkeypatch.setattr(fastml.pipeline, "_save_model", lambda *a, **k: None)

@@ -123,7 +123,7 @@ def test_parse_config_roundtrip_yaml() -> None:
     import yaml
 
     again = parse_config(yaml.safe_load(cfg.to_yaml()))
-    assert again.model.mlp.hidden == [4, 4]
+    assert again.model.hidden == [4, 4]
 
 
 def test_validate_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

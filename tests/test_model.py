@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fastml.config import MLPConfig, TrainConfig
-from fastml.model import build_float_mlp, build_mlp
-from fastml.training import beta_schedule, select_checkpoint
+from fastml.models.mlp import build_float_mlp, build_mlp
+from fastml.models.network import beta_schedule, select_checkpoint
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])

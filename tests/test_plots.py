@@ -34,7 +34,7 @@ def tiny_hgq_model():
     from hgq.utils import trace_minmax
 
     from fastml.config import MLPConfig
-    from fastml.model import build_mlp
+    from fastml.models.mlp import build_mlp
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 16)).astype(np.float32)

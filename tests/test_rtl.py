@@ -28,8 +28,8 @@ def tiny_trained_model(seed: int = 0):
     from hgq.utils import trace_minmax
 
     from fastml.config import MLPConfig
-    from fastml.model import build_mlp
-    from fastml.training import TrainedModel
+    from fastml.models import TrainedModel
+    from fastml.models.mlp import build_mlp
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(4000, 16)).astype(np.float32)

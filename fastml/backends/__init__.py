@@ -19,7 +19,7 @@ from ..report import Latency, Resources
 
 if TYPE_CHECKING:
     from ..config import BuildConfig
-    from ..training import TrainedModel
+    from ..models import TrainedModel
 
 #: A simulation of the firmware: scaled input events (n, n_features) -> outputs (n, n_outputs).
 Simulator = Callable[[np.ndarray], np.ndarray]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from ..config import BuildConfig
-    from ..training import TrainedModel
+    from ..models import TrainedModel
 
 #: Allowed accuracy loss (vs the float ensemble, validation split) when ``budgets.max_accuracy_drop`` is unset.
 DEFAULT_ALLOWED_LOSS = 0.01
@@ -252,11 +252,12 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     """
     import conifer
 
-    from ..bdt import sklearn_ensemble, xgboost_ensemble
+    from ..models.bdt import sklearn_ensemble, xgboost_ensemble
     from ..tools import conifer_env
 
-    if trained.kind != "bdt":
-        raise ConfigError(f"{cfg.source_path}: firmware.backend 'conifer' needs model.kind 'bdt', got {trained.kind!r}")
+    if trained.family != "trees":
+        raise ConfigError(f"{cfg.source_path}: firmware.backend 'conifer' builds tree ensembles (model.kind bdt), "
+                          f"got model.kind {trained.kind!r}")
     backend = cfg.firmware.conifer_backend
     timings: dict[str, float] = {}
     ensemble = getattr(trained, "ensemble", None) or (

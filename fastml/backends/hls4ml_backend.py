@@ -20,7 +20,7 @@ from . import FirmwareProject
 
 if TYPE_CHECKING:
     from ..config import BuildConfig
-    from ..training import TrainedModel
+    from ..models import TrainedModel
 
 #: fastml's strategy names -> hls4ml's.
 HLS4ML_STRATEGY = {"distributed_arithmetic": "distributed_arithmetic", "latency": "Latency"}
@@ -42,8 +42,9 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
     """
     import hls4ml
 
-    if trained.kind != "mlp":
-        raise ToolError("the hls4ml backend builds neural networks (model.kind: mlp); use backend conifer for BDTs")
+    if trained.family != "network":
+        raise ToolError(f"the hls4ml backend builds neural networks, not model.kind {trained.kind!r} "
+                        "(use backend conifer for BDTs)")
     fw = cfg.firmware
     out = project_dir / "firmware"
     extra: dict[str, Any] = {}

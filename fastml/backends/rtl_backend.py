@@ -27,7 +27,7 @@ from . import FirmwareProject
 
 if TYPE_CHECKING:
     from ..config import BuildConfig
-    from ..training import TrainedModel
+    from ..models import TrainedModel
 
 #: The verilated simulation passes values as int32: wider inputs/outputs cannot be simulated.
 _SIM_MAX_BITS = 32
@@ -80,8 +80,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     ``ToolError`` (set ``verify.rtl_sim: false`` to skip on purpose). The simulators must be called
     before ``project_dir`` is moved (the simulation library reads its lookup-table files in place).
     """
-    if trained.kind != "mlp":
-        raise ConfigError(f"firmware.backend 'rtl' builds HGQ2 networks (model.kind mlp), "
+    if trained.family != "network":
+        raise ConfigError(f"firmware.backend 'rtl' builds HGQ2 networks, "
                           f"got model.kind {trained.kind!r}")
     from da4ml.codegen import RTLModel
 

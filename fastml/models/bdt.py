@@ -1,4 +1,4 @@
-"""Boosted decision trees: train (xgboost or scikit-learn) or load an ensemble, and describe it for conifer.
+"""``kind: bdt`` — boosted decision trees: train (xgboost or scikit-learn) or load an ensemble, for conifer.
 
 ``train_bdt(cfg, data)`` returns a ``TrainedBDT`` whose ``predict_float`` is the ensemble's own margin
 (xgboost ``output_margin``, sklearn ``decision_function``) with shape (n, n_outputs): one column for two
@@ -16,20 +16,58 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from .errors import ConfigError, DataError
-from .training import TrainedModel
+from ..errors import ConfigError, DataError
+from .base import ModelKind, ModelSection, TrainedModel
 
 if TYPE_CHECKING:
-    from .config import BuildConfig
-    from .data import Dataset
+    from ..config import BuildConfig
+    from ..data import Dataset
 
 #: xgboost objectives whose ``base_score`` is a probability (the margin is its logit).
 _PROBABILITY_BASE_SCORE = ("binary:logistic", "reg:logistic")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+
+
+class BDTSection(ModelSection):
+    """Gradient-boosted trees: train with ``library`` or load a saved model from ``load``."""
+
+    kind: Literal["bdt"] = "bdt"
+    library: Literal["xgboost", "sklearn"] = "xgboost"
+    n_estimators: int = Field(40, gt=0, le=5000)
+    max_depth: int = Field(3, gt=0, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1)
+    load: str | None = None  # a saved model, relative to the recipe
+    trust_pickle: bool = False  # a pickle can run arbitrary code: loading one needs this opt-in
+
+
+class BDT(ModelKind):
+    name = "bdt"
+    Section = BDTSection
+    family = "trees"
+    backends = ("conifer",)
+    backend_notes: ClassVar[dict[str, str]] = {"hls4ml": "bdt needs conifer", "rtl": "bdt needs conifer"}
+    summary = "boosted decision trees (xgboost or scikit-learn), conifer firmware"
+    section: BDTSection
+
+    def check_section(self, cfg: BuildConfig) -> str | None:
+        if self.section.load and not (cfg.config_dir / self.section.load).resolve().is_file():
+            return f"key 'model.load': file {(cfg.config_dir / self.section.load).resolve()} does not exist"
+        return None
+
+    def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
+              ) -> TrainedBDT:
+        return train_bdt(cfg, data)
+
+    def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
+        if hasattr(trained.model, "save_model"):  # xgboost
+            trained.model.save_model(model_dir / "model.json")
+            return [model_dir / "model.json"]
+        return []
 
 
 @dataclass
@@ -47,13 +85,13 @@ class TrainedBDT(TrainedModel):
 
 
 def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
-    """Train ``cfg.model.bdt`` on ``data`` (or load ``model.bdt.load``), ready for conversion.
+    """Train the ``kind: bdt`` section ``cfg.model`` on ``data`` (or load ``model.load``), ready for conversion.
 
     Guarantees: ``predict_float(x)`` has shape (n, 1) for two classes and (n, n_classes) otherwise;
     ``ensemble`` evaluated in double precision reproduces ``predict_float`` (checked here on a few
     training events; a disagreement raises ``DataError`` rather than building wrong firmware).
     """
-    bc = cfg.model.bdt
+    bc = cfg.model
     t0 = time.perf_counter()
     if bc.load:
         model, how = load_model(cfg), "loaded"
@@ -64,11 +102,11 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
     library = "xgboost" if _is_xgboost(model) else "sklearn"
     ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
     if ensemble["n_features"] != data.n_features:
-        raise ConfigError(f"{cfg.source_path}: key 'model.bdt.load': the model has {ensemble['n_features']} features, "
+        raise ConfigError(f"{cfg.source_path}: key 'model.load': the model has {ensemble['n_features']} features, "
                           f"the data has {data.n_features}")
     n_classes = max(int(ensemble["n_classes"]), 2)
     if n_classes != data.n_classes:
-        raise ConfigError(f"{cfg.source_path}: key 'model.bdt.load': the model has {n_classes} classes, "
+        raise ConfigError(f"{cfg.source_path}: key 'model.load': the model has {n_classes} classes, "
                           f"the data has {data.n_classes}")
     predict = margin_fn(model)
     _check_ensemble(ensemble, predict, data.x_train[:256])
@@ -79,7 +117,7 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
     }
     if not bc.load:
         selection.update(n_estimators=bc.n_estimators, learning_rate=bc.learning_rate)
-    return TrainedBDT(kind="bdt", model=model, predict_quantized=predict, predict_float=predict,
+    return TrainedBDT(kind="bdt", family="trees", model=model, predict_quantized=predict, predict_float=predict,
                       n_classes=data.n_classes, selection=selection, wall_s=time.perf_counter() - t0,
                       ensemble=ensemble, library=library, validation=(data.x_val, data.y_val),
                       class_names=tuple(data.class_names))
@@ -88,7 +126,7 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
 def _fit_xgboost(cfg: BuildConfig, data: Dataset) -> Any:
     import xgboost as xgb
 
-    bc = cfg.model.bdt
+    bc = cfg.model
     binary = data.n_classes == 2
     params = {"objective": "binary:logistic" if binary else "multi:softprob", "max_depth": bc.max_depth,
               "eta": bc.learning_rate, "tree_method": "hist", "seed": cfg.train.seed, "nthread": 2}
@@ -103,22 +141,22 @@ def _fit_sklearn(cfg: BuildConfig, data: Dataset) -> Any:
     # HistGradientBoostingClassifier does not have).
     from sklearn.ensemble import GradientBoostingClassifier
 
-    bc = cfg.model.bdt
+    bc = cfg.model
     model = GradientBoostingClassifier(n_estimators=bc.n_estimators, max_depth=bc.max_depth,
                                        learning_rate=bc.learning_rate, random_state=cfg.train.seed)
     return model.fit(data.x_train, data.y_train)
 
 
 def load_model(cfg: BuildConfig) -> Any:
-    """Read ``model.bdt.load``: ``.json`` / ``.ubj`` (xgboost), ``.skops``, or a pickle if ``trust_pickle``.
+    """Read ``model.load``: ``.json`` / ``.ubj`` (xgboost), ``.skops``, or a pickle if ``trust_pickle``.
 
     Raises ``ConfigError`` (one line naming the key) for an unknown suffix, an untrusted pickle, or a
     file that does not hold a supported ensemble.
     """
-    bc = cfg.model.bdt
+    bc = cfg.model
     assert bc.load is not None
     path = (cfg.config_dir / bc.load).resolve()
-    where = f"{cfg.source_path}: key 'model.bdt.load'"
+    where = f"{cfg.source_path}: key 'model.load'"
     if not path.is_file():
         raise ConfigError(f"{where}: file {path} does not exist")
     suffix = path.suffix.lower()
@@ -132,7 +170,7 @@ def load_model(cfg: BuildConfig) -> Any:
     if suffix in _PICKLE_SUFFIXES:
         if not bc.trust_pickle:
             raise ConfigError(f"{where}: refusing to load pickle {path.name} (a pickle can run arbitrary code); "
-                              "set model.bdt.trust_pickle: true if you trust its origin, or save it as .skops/.json")
+                              "set model.trust_pickle: true if you trust its origin, or save it as .skops/.json")
         with path.open("rb") as f:
             model = pickle.load(f)  # the user opted in with trust_pickle
     elif suffix == ".skops":
@@ -263,7 +301,7 @@ def sklearn_ensemble(model: Any) -> dict[str, Any]:
 
 
 def _check_ensemble(ensemble: dict[str, Any], predict: Any, x: np.ndarray) -> None:
-    from .fixed_point import FixedPointEnsemble
+    from ..fixed_point import FixedPointEnsemble
 
     ref = FixedPointEnsemble(ensemble).float_decision_function(x)
     margin = predict(x)

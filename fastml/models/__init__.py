@@ -1,0 +1,46 @@
+"""Model stage: one module per model kind, found through one registry.
+
+================  =======================================================  ===================
+``model.kind``    module                                                   firmware backends
+================  =======================================================  ===================
+``mlp``           ``fastml.models.mlp``        HGQ2 MLP on a feature vector  hls4ml, rtl
+``bdt``           ``fastml.models.bdt``        boosted decision trees        conifer
+================  =======================================================  ===================
+
+Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its
+recipe section (``model:`` in the YAML) is its ``Section`` class. ``train(cfg, data)`` trains
+whatever the recipe names. Kind modules import their heavy libraries (Keras, xgboost) lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import bdt, mlp  # noqa: F401  (defining the kinds registers them)
+from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
+
+if TYPE_CHECKING:
+    from ..config import BuildConfig
+    from ..data import Dataset
+
+__all__ = ["InputLayout", "ModelKind", "ModelSection", "TrainedModel", "kind_of", "registered_kinds", "train"]
+
+
+def kind_of(cfg: BuildConfig) -> ModelKind:
+    """The model kind object for a recipe's ``model`` section."""
+    return registered_kinds()[cfg.model.kind](cfg.model)
+
+
+def train(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True) -> TrainedModel:
+    """Train (or load) the model the recipe describes; ``epochs`` overrides ``train.epochs`` (``--quick``).
+
+    Raises ``ConfigError`` (one line) if the data does not fit the model (e.g. a particle model on
+    a feature vector), before any training.
+    """
+    from ..errors import ConfigError
+
+    kind = kind_of(cfg)
+    why = kind.check_data(tuple(data.x_train.shape[1:]), data.n_classes)
+    if why is not None:
+        raise ConfigError(f"{cfg.source_path or '<config>'}: key 'model.kind': {why}")
+    return kind.train(cfg, data, epochs=epochs, progress=progress)

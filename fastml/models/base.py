@@ -1,0 +1,131 @@
+"""What every model kind provides, and the registry that finds a kind by its ``model.kind`` name.
+
+A kind is one class (a subclass of ``ModelKind``) in one module of ``fastml.models``; defining the
+class registers it (the metaclass does, as in da4ml's hgq2 converter). Its recipe section is a
+pydantic class (``ModelKind.Section``) with ``kind: Literal["<name>"]``: the recipe's ``model:``
+mapping is validated against the section of the kind it names, so adding a kind touches one file.
+
+Kind modules import Keras, HGQ2, xgboost... only inside methods: the config loader imports every
+kind module (for their sections), and ``fastml validate`` must stay fast.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..config import BuildConfig
+    from ..data import Dataset
+
+#: What a kind's network takes as one event: a feature vector (events, F) or a particle list (events, N, F).
+InputLayout = Literal["features", "particles"]
+
+
+class ModelSection(BaseModel):
+    """Base of a kind's recipe section: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+
+
+@dataclass
+class TrainedModel:
+    """A trained (or loaded) model ready for conversion.
+
+    Guarantees: ``predict_quantized(x)`` gives exactly the outputs the firmware must reproduce (for
+    BDTs the float ensemble's margin; the conifer backend builds its fixed-point reference from it),
+    with shape (events, outputs); ``model`` is the quantised Keras model for network kinds
+    (``family == "network"``) or the fitted ensemble (``"trees"``).
+    """
+
+    kind: str
+    model: Any
+    predict_quantized: Callable[[np.ndarray], np.ndarray]
+    predict_float: Callable[[np.ndarray], np.ndarray] | None
+    n_classes: int
+    ebops: float | None = None
+    float_model: Any = None  # the unquantised twin (network kinds), when trained
+    history: dict[str, list[float]] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)  # which checkpoint was kept, and why
+    wall_s: float = 0.0
+    family: Literal["network", "trees"] = "network"
+
+
+_KINDS: dict[str, type[ModelKind]] = {}
+
+
+class _KindRegistry(ABCMeta):
+    """Registers every concrete ``ModelKind`` subclass under its ``name``."""
+
+    def __new__(mcls, cls_name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any) -> type:
+        cls = super().__new__(mcls, cls_name, bases, namespace, **kw)
+        name = namespace.get("name")
+        if name:
+            if name in _KINDS and _KINDS[name].__qualname__ != cls.__qualname__:
+                raise TypeError(f"model kind {name!r} is defined twice ({_KINDS[name].__qualname__}, {cls_name})")
+            _KINDS[name] = cls  # type: ignore[assignment]
+        return cls
+
+
+class ModelKind(metaclass=_KindRegistry):
+    """One model kind: its recipe section, what data and backends it fits, and how it is trained.
+
+    Subclasses set ``name`` (the ``model.kind`` value), ``Section``, ``family``, ``backends`` (the
+    ``firmware.backend`` values that can build it) and ``layout`` (the input it takes), and implement
+    ``train``.
+    """
+
+    name: ClassVar[str] = ""
+    Section: ClassVar[type[ModelSection]]
+    family: ClassVar[Literal["network", "trees"]] = "network"
+    backends: ClassVar[tuple[str, ...]] = ("hls4ml", "rtl")
+    layout: ClassVar[InputLayout | None] = "features"  # None: whatever the model file says
+    #: Why a backend this kind cannot use cannot build it (shown in the one-line config error).
+    backend_notes: ClassVar[dict[str, str]] = {}
+    summary: ClassVar[str] = ""
+
+    def __init__(self, section: ModelSection) -> None:
+        self.section = section
+
+    def check_section(self, cfg: BuildConfig) -> str | None:
+        """Cross-section checks that need the whole recipe; returns why it does not fit, or None."""
+        return None
+
+    def check_data(self, input_shape: tuple[int, ...], n_classes: int) -> str | None:
+        """Why data of ``input_shape`` per event (and ``n_classes``) does not fit this model, or None."""
+        if self.layout == "features" and len(input_shape) != 1:
+            return (f"model.kind {self.name!r} takes one feature vector per event, but the data has events of "
+                    f"shape {input_shape} (a particle list: use a particle model such as deepsets or attention)")
+        if self.layout == "particles" and len(input_shape) != 2:
+            return (f"model.kind {self.name!r} takes a list of particles per event (particles, features), but the "
+                    f"data has events of shape {input_shape} (use data.source builtin:jets_constituents or "
+                    "a particle file)")
+        return None
+
+    @abstractmethod
+    def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
+              ) -> TrainedModel:
+        """Train (or load) the model on ``data``; ``epochs`` overrides ``train.epochs`` (``--quick``)."""
+
+    def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
+        """Write the trained model into ``model_dir`` (the project's ``model/``); returns the files."""
+        written: list[Path] = []
+        if trained.family == "network":
+            trained.model.save(model_dir / "model.keras")
+            written.append(model_dir / "model.keras")
+            if trained.float_model is not None:
+                trained.float_model.save(model_dir / "float_model.keras")
+                written.append(model_dir / "float_model.keras")
+        return written
+
+
+def registered_kinds() -> dict[str, type[ModelKind]]:
+    """Every model kind by name (importing ``fastml.models`` fills this)."""
+    return dict(_KINDS)

@@ -1,0 +1,182 @@
+"""HGQ2 network kinds: the training every one of them shares.
+
+A network kind only says how to build its quantised model and its float twin (``build`` /
+``build_float``); ``NetworkKind.train`` does the rest: quantisation-aware training with the EBOPs
+regulariser (strength ramped by ``train.beta``), every epoch on the accuracy-vs-EBOPs Pareto front
+kept, one checkpoint chosen by ``train.select``, quantiser ranges calibrated on the training set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from abc import abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..keras_backend import ensure_backend
+from .base import ModelKind, ModelSection, TrainedModel
+
+if TYPE_CHECKING:
+    import keras
+
+    from ..config import BuildConfig, TrainConfig
+    from ..data import Dataset
+
+
+def beta_schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    """EBOPs strength per epoch: log-interpolated from ``beta.start`` to ``beta.end`` (linear if either is 0)."""
+    from hgq.utils.sugar import PieceWiseSchedule
+
+    start, end = cfg.beta.start, cfg.beta.end
+    interp = "log" if start > 0 and end > 0 else "linear"
+    last = max(cfg.epochs - 1, 1)
+    return PieceWiseSchedule([(0, start, interp), (last, end, "constant")])
+
+
+def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: float,
+                      float_accuracy: float | None = None) -> int:
+    """Index of the checkpoint to keep among Pareto ``records`` ({'val_accuracy', 'ebops'} each).
+
+    ``best_accuracy``: the highest validation accuracy. ``smallest_within``: the fewest EBOPs among
+    those within ``max_drop`` of the highest quantised accuracy. ``smallest_within_float``: the fewest
+    EBOPs among those within ``max_drop`` of the float twin's validation accuracy
+    (``float_accuracy``); if none is that close, the most accurate. Ties: the more accurate.
+    """
+    if not records:
+        raise ValueError("no checkpoints to choose from")
+    best = max(r["val_accuracy"] for r in records)
+    most_accurate = max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -records[i]["ebops"]))
+    if select == "best_accuracy":
+        return most_accurate
+    if select == "smallest_within_float":
+        if float_accuracy is None:
+            raise ValueError("select 'smallest_within_float' needs the float twin's accuracy")
+        reference = float_accuracy
+    else:
+        reference = best
+    ok = [i for i, r in enumerate(records) if r["val_accuracy"] >= reference - max_drop]
+    if not ok:
+        return most_accurate
+    return min(ok, key=lambda i: (records[i]["ebops"], -records[i]["val_accuracy"]))
+
+
+def logits_fn(model: Any, batch_size: int = 8192) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> model outputs`` as a NumPy array (batched, no progress output)."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0))
+
+    return predict
+
+
+class NetworkKind(ModelKind):
+    """Base of the HGQ2 network kinds (classifiers with logits outputs)."""
+
+    family = "network"
+
+    @abstractmethod
+    def build(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "model") -> keras.Model:
+        """The quantised HGQ2 model (EBOPs regulariser on, strength ``beta0`` until scheduled)."""
+
+    @abstractmethod
+    def build_float(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "float_model") -> keras.Model:
+        """The unquantised twin of ``build`` (same shapes): the float accuracy the report compares with."""
+
+    def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
+              keep_front: Path | None = None) -> TrainedModel:
+        """Quantisation-aware training of ``build``'s model (and the float twin if ``train.float_baseline``).
+
+        Guarantees: the returned model's quantiser ranges are calibrated on the training set
+        (``trace_minmax``), so its outputs are those the firmware computes; ``ebops`` is measured then.
+        ``keep_front``: a folder to keep every Pareto checkpoint in (``selection["pareto"][i]["file"]``),
+        e.g. to build several points of the accuracy-vs-resources trade-off from one training run.
+        """
+        ensure_backend()
+        import keras
+        from hgq.utils import trace_minmax
+        from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PBar
+
+        tc = cfg.train
+        epochs = epochs or tc.epochs
+        input_shape = tuple(data.x_train.shape[1:])
+        keras.utils.set_random_seed(tc.seed)
+        t0 = time.perf_counter()
+        model = self.build(input_shape, data.n_classes, name=cfg.name.replace(".", "_").replace("-", "_"))
+        _compile(model, tc.learning_rate)
+        with tempfile.TemporaryDirectory(prefix="fastml-pareto-") as tmp:
+            pareto = ParetoFront(Path(tmp), ["val_accuracy", "ebops"], [1, -1], fname_format="epoch={epoch}.keras")
+            callbacks: list[Any] = [BetaScheduler(beta_schedule(tc)), FreeEBOPs(), pareto]
+            if progress:
+                callbacks.append(PBar("loss {loss:.3f}/{val_loss:.3f} acc {accuracy:.3f}/{val_accuracy:.3f}"))
+            hist = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+                             batch_size=tc.batch_size, verbose=0, callbacks=callbacks)
+            float_model, float_val_accuracy = None, None
+            if tc.float_baseline or tc.select == "smallest_within_float":
+                float_model, float_val_accuracy = self._train_float(cfg, data, epochs)
+            schedule = beta_schedule(tc)
+            records: list[dict[str, Any]] = []
+            for r, path in zip(pareto.record, pareto.paths, strict=True):
+                epoch = int(path.stem.split("=", 1)[1])
+                records.append({"val_accuracy": float(r[0]), "ebops": float(r[1]), "epoch": epoch,
+                                "beta": schedule(epoch), "file": path.name})
+                if keep_front is not None:
+                    keep_front.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, keep_front / path.name)
+            chosen = select_checkpoint(records, tc.select, tc.max_accuracy_drop, float_val_accuracy)
+            model = keras.models.load_model(pareto.paths[chosen], compile=False)
+            chosen_path = pareto.paths[chosen].name
+        ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
+        history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+        selection = {"rule": tc.select, "max_accuracy_drop": tc.max_accuracy_drop, "pareto": records,
+                     "chosen": chosen, "checkpoint": chosen_path, "epochs": epochs}
+        if float_val_accuracy is not None:
+            selection["float_val_accuracy"] = float_val_accuracy
+        return TrainedModel(
+            kind=self.name, model=model, predict_quantized=logits_fn(model),
+            predict_float=logits_fn(float_model) if float_model is not None else None,
+            n_classes=data.n_classes, ebops=ebops, float_model=float_model, history=history,
+            selection=selection, wall_s=time.perf_counter() - t0, family="network",
+        )
+
+    def _train_float(self, cfg: BuildConfig, data: Dataset, epochs: int) -> tuple[Any, float]:
+        """The float twin, trained with early stopping; returns it and its validation accuracy."""
+        import keras
+
+        tc = cfg.train
+        float_model = self.build_float(tuple(data.x_train.shape[1:]), data.n_classes)
+        _compile(float_model, tc.learning_rate)
+        float_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+                        batch_size=tc.batch_size, verbose=0,
+                        callbacks=[keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True)])
+        scores = logits_fn(float_model)(data.x_val)
+        return float_model, float(np.mean(scores.argmax(axis=1) == data.y_val))
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    import keras
+
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+
+class HGQSection(ModelSection):
+    """Quantiser settings every HGQ2 network kind shares."""
+
+    beta0: float = Field(1e-5, ge=0)  # EBOPs strength before train.beta's schedule takes over
+    weight_overflow: Literal["SAT_SYM", "SAT", "WRAP"] = "SAT_SYM"
+    datalane_overflow: Literal["WRAP", "SAT", "SAT_SYM"] = "WRAP"
+
+
+def quantizer_scopes(section: Any) -> list[Any]:
+    """HGQ2 config scopes for ``section``: trainable fixed-point weights (``kbi``) and data (``kif``)."""
+    from hgq.config import LayerConfigScope, QuantizerConfigScope
+
+    return [QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode=section.weight_overflow),
+            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode=section.datalane_overflow),
+            LayerConfigScope(enable_ebops=True, beta0=section.beta0)]
