@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "fastml.commands.check",  # check
     "fastml.commands.synth",  # synth
     "fastml.commands.data",  # data generate-jets
+    "fastml.commands.scan",  # scan (Dask)
 )
 
 
