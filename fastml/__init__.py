@@ -32,6 +32,7 @@ _LAZY = {
     "Report": ("fastml.report", "Report"),
     "check_budgets": ("fastml.gate", "check_budgets"),
     "estimate_project": ("fastml.estimate", "estimate_project"),
+    "diagnose": ("fastml.diagnose", "diagnose"),
 }
 
 __all__ = ["__version__", *_LAZY]

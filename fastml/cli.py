@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "fastml.commands.synth",  # synth
     "fastml.commands.data",  # data generate-jets
     "fastml.commands.scan",  # scan (Dask)
+    "fastml.commands.diagnose",  # diagnose
 )
 
 

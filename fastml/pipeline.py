@@ -211,10 +211,11 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
         report.timings_s = {**timer.timings_s, **{f"convert.{k}": v for k, v in project.timings_s.items()}}
         try:
             require_bit_exact(report.verification, cfg.budgets.max_mismatches)
-        except VerificationError:
+        except VerificationError as err:
             report.status = "failed"
             write_report(report, tmp)
-            raise
+            raise VerificationError(f"{err}; run `fastml diagnose {cfg.project_dir}.failed` to find the first "
+                                    "diverging layer") from None
         write_report(report, tmp)
         _point_paths_at_final(tmp, cfg.project_dir)
     return report
