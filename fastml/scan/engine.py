@@ -251,8 +251,6 @@ def run_scan(spec: ScanSpec, *, quick: bool = False, output_dir: str | Path | No
     points = expand(spec, output_dir)  # every point validated before anything runs
     check_spec(spec, points)
     folder = scan_dir(spec, output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "logs").mkdir(exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
     ctx = {"scan": spec.name, "run_id": run_id, "quick": quick, "scan_dir": folder,
            "base_raw": read_yaml(spec.base_path, "build recipe"), "base_path": str(spec.base_path),
@@ -269,6 +267,7 @@ def run_scan(spec: ScanSpec, *, quick: bool = False, output_dir: str | Path | No
     with opened as c:
         dashboard = dashboard_line(c)
         log(dashboard)
+        (folder / "logs").mkdir(parents=True, exist_ok=True)  # only once a cluster answered
         estimates: dict[str, dict[str, Any]] = {}
         front: list[str] = []
         if spec.phase2.build != "all":
@@ -279,11 +278,14 @@ def run_scan(spec: ScanSpec, *, quick: bool = False, output_dir: str | Path | No
             log(f"Pareto front (accuracy vs {spec.phase2.front}): {', '.join(front) or 'no point'}")
         firmware = _run_phase(c, [p for p in points if p.name in chosen], "firmware", ctx, resume, progress, log) \
             if chosen else {}
+    if spec.phase2.build == "all":  # no phase 1: the front of the built points, for the table and plot
+        front = pareto_names(points, firmware, spec.phase2.front)
     table = results_table(spec, points, estimates, firmware, front, run_id, folder)
     paths = write_table(table, folder)
-    plot = save_pareto_plot(table, spec, folder) if estimates else None
+    plot = save_pareto_plot(table, spec, folder) if pareto_points(table, spec.phase2.front) else None
     counts = {"points": len(points), "ok": int((table["status"] == "ok").sum()),
-              "failed": int((table["status"] == "failed").sum()), "firmware": len(firmware), "front": len(front)}
+              "failed": int((table["status"] == "failed").sum()),
+              "firmware": sum(r["status"] == "ok" for r in firmware.values()), "front": len(front)}
     return ScanResult(table=table, scan_dir=folder, table_paths=paths, plot_path=plot, front=front,
                       dashboard=dashboard, counts=counts)
 
