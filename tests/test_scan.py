@@ -168,9 +168,9 @@ def _kill_first_point_mid_training(logs: Path, stop: threading.Event, killed: di
             starts = [i for i, line in enumerate(lines) if "== attempt" in line and "phase=estimate" in line]
             if starts and any("[train] ..." in line for line in lines[starts[-1]:]):
                 pid = int(re.search(r"pid=(\d+)", lines[starts[-1]]).group(1))
-                time.sleep(0.5)  # well inside training (which takes seconds)
+                time.sleep(0.5)  # inside training (which takes seconds); which point died is read back below
                 os.kill(pid, signal.SIGKILL)
-                killed.update(point=log.stem, pid=pid)
+                killed["pid"] = pid
                 return
         time.sleep(0.1)
 
@@ -206,6 +206,18 @@ def test_local_cluster_scan_survives_a_killed_worker_records_failures_and_resume
         finally:
             stop.set()
     assert killed, "no worker was killed: the test did not exercise the fault"
+    # the point the killed process was running: its attempt by that pid never reached an end line
+    interrupted = []
+    for log in logs.glob("*.log"):
+        lines = log.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if f"pid={killed['pid']}" in line and "== attempt" in line:
+                rest = lines[i + 1:]
+                nxt = next((j for j, r in enumerate(rest) if "== attempt" in r), len(rest))
+                if not any(r.split(" ", 1)[1].startswith("== estimate") for r in rest[:nxt]):
+                    interrupted.append(log.stem)
+    assert len(interrupted) == 1, interrupted
+    killed["point"] = interrupted[0]
     table = result.table.set_index("point")
     assert list(table.index) == ["tscan-000", "tscan-001", "tscan-002", "tscan-003"]  # each point once
     # the killed point was rerun (started twice, on another process), every other point ran exactly once
