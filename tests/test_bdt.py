@@ -169,7 +169,7 @@ def test_load_xgboost_json(tmp: Path, xgb3: Any, data3: Dataset) -> None:
     np.testing.assert_array_equal(loaded.predict_float(data3.x_val), xgb3.predict_float(data3.x_val))
     assert loaded.ensemble["trees"] == xgb3.ensemble["trees"]
     (tmp / "junk.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"model\.bdt\.load"):
+    with pytest.raises(ConfigError, match=r"model\.load"):
         train_bdt(_cfg(tmp, model={"bdt": {"load": "junk.json"}}), data3)
 
 
