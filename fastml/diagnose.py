@@ -28,12 +28,12 @@ stores it in (``ap_fixed<W,I>``: bits, integer bits, distance in LSBs of that ty
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +46,8 @@ from .report import NOT_RUN
 
 #: Name of the diagnosis written into the project folder.
 DIAGNOSIS_FILE = "diagnosis.json"
+#: Folder in the project holding the instrumented (trace) build of the hls4ml sources, reused while they are unchanged.
+TRACE_CACHE = ".diagnose"
 #: Default number of saved verification events to diagnose (the trace runs one event per call).
 DEFAULT_EVENTS = 2000
 #: Fraction of the differing elements that must sit at the firmware's extreme to call it saturation.
@@ -557,19 +559,29 @@ def _hls_project_name(fw_dir: Path) -> str:
     return candidates[0].name.removesuffix("_bridge.cpp")
 
 
-def trace_hls4ml(fw_dir: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dict[str, np.ndarray],
-                                                                   list[HlsLayer], dict[str, FixedType]]:
-    """Compile the project's sources with trace hooks in ``work`` and run ``x`` through them.
+def _sources_digest(fw_dir: Path) -> str:
+    """SHA-256 over the project's files (names and contents), compiled artefacts excluded."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in fw_dir.rglob("*") if p.is_file() and p.suffix not in (".so", ".o")
+                    and "tb_data" not in p.relative_to(fw_dir).parts):
+        h.update(str(f.relative_to(fw_dir)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
-    Returns the outputs (events, n_out), each layer's values (events, elements), the layers and the
-    project's typedefs. Raises ``ToolError`` when the project cannot be instrumented or compiled.
+
+def trace_hls4ml(fw_dir: Path, x: np.ndarray, cache: Path) -> tuple[np.ndarray, dict[str, np.ndarray],
+                                                                    list[HlsLayer], dict[str, FixedType]]:
+    """Compile the project's sources with trace hooks under ``cache`` and run ``x`` through them.
+
+    The instrumented build is kept in ``cache/<digest of the sources>/`` and reused while the project's
+    files are unchanged (any edit changes the digest and rebuilds). Returns the outputs (events, n_out),
+    each layer's values (events, elements), the layers and the project's typedefs. Raises ``ToolError``
+    when the project cannot be instrumented or compiled.
     """
     project = _hls_project_name(fw_dir)
-    copy = work / "firmware"
-    shutil.copytree(fw_dir, copy, ignore=shutil.ignore_patterns("*.so", "*.o", "tb_data", "*.tar.gz"))
-    cpp_path = copy / "firmware" / f"{project}.cpp"
-    bridge_path = copy / f"{project}_bridge.cpp"
-    cpp, bridge = cpp_path.read_text(), bridge_path.read_text()
+    cpp_path = fw_dir / "firmware" / f"{project}.cpp"
+    if not cpp_path.is_file():
+        raise ToolError(f"{cpp_path} is missing: not a complete hls4ml project")
+    cpp = cpp_path.read_text()
     if "hls::stream" in cpp:
         raise ToolError("the project is io_stream; diagnose instruments io_parallel projects only")
     layers, params = hls_layers(cpp, project)
@@ -581,20 +593,29 @@ def trace_hls4ml(fw_dir: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, d
     body = _top_signature(cpp, project)[1]
     marker = next((k for k, ln in enumerate(cpp.splitlines()) if "insert layers" in ln), body)
     layers = [HlsLayer(params[0][1], "input", params[0][1], params[0][0], params[0][2], marker), *layers]
-    cpp_i, bridge_i = instrument(cpp, bridge, layers)
-    cpp_path.write_text(cpp_i)
-    bridge_path.write_text(bridge_i)
-    build = copy / "build_lib.sh"
-    # -O0 instead of the script's -O3: the same sources and ap_fixed semantics, compiled several times faster
-    build.write_text(re.sub(r'CFLAGS="-O\d', 'CFLAGS="-O0', build.read_text(), count=1))
-    proc = subprocess.run(["bash", str(build)], cwd=copy, capture_output=True, text=True)
-    if proc.returncode != 0:
-        (work / "build_lib.log").write_text(proc.stdout + proc.stderr)
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-200:])
-        raise ToolError(f"the traced copy of {fw_dir} did not compile: {first[:200]} (log: {work / 'build_lib.log'})")
+    work = cache / _sources_digest(fw_dir)[:16]
+    copy = work / "firmware"
     libs = sorted((copy / "firmware").glob(f"{project}-*.so"))
-    if not libs:
-        raise ToolError(f"build_lib.sh produced no {project}-*.so in {copy / 'firmware'}")
+    if not (work / "complete").is_file() or not libs:
+        shutil.rmtree(cache, ignore_errors=True)  # one instrumented build per project, the current one
+        shutil.copytree(fw_dir, copy, ignore=shutil.ignore_patterns("*.so", "*.o", "tb_data", "*.tar.gz"))
+        bridge_path = copy / f"{project}_bridge.cpp"
+        cpp_i, bridge_i = instrument(cpp, bridge_path.read_text(), layers)
+        (copy / "firmware" / f"{project}.cpp").write_text(cpp_i)
+        bridge_path.write_text(bridge_i)
+        build = copy / "build_lib.sh"
+        # -O0 instead of the script's -O3: the same sources and ap_fixed semantics, compiled several times faster
+        build.write_text(re.sub(r'CFLAGS="-O\d', 'CFLAGS="-O0', build.read_text(), count=1))
+        proc = subprocess.run(["bash", str(build)], cwd=copy, capture_output=True, text=True)
+        log = cache / "build_lib.log"
+        log.write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[-200:])
+            raise ToolError(f"the traced copy of {fw_dir} did not compile: {first[:200]} (log: {log})")
+        libs = sorted((copy / "firmware").glob(f"{project}-*.so"))
+        if not libs:
+            raise ToolError(f"build_lib.sh produced no {project}-*.so in {copy / 'firmware'} (log: {log})")
+        (work / "complete").write_text("instrumented build of the sources with this digest\n")
     typedefs = parse_typedefs((copy / "firmware" / "defines.h").read_text())
     outputs, traces = _run_traced(libs[-1], project, x, layers, _size_of(params[1][2]), copy / "firmware")
     return outputs, traces, layers, typedefs
@@ -685,12 +706,12 @@ def _diagnose_hls4ml(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
     x32 = np.asarray(x, np.float32)  # the build's C-simulation and reference both ran on float32 events
     ref = keras_layer_values(model, x32)
     y_ref = np.asarray(model.predict(x32, verbose=0, batch_size=4096), np.float64).reshape(len(x), -1)
-    with tempfile.TemporaryDirectory(prefix="fastml-diagnose-") as work:
-        try:
-            y_fw, traces, layers, typedefs = trace_hls4ml(project_dir / "firmware", x32.astype(np.float64), Path(work))
-        except ToolError as err:
-            diag.not_run = str(err)
-            return
+    try:
+        y_fw, traces, layers, typedefs = trace_hls4ml(project_dir / "firmware", x32.astype(np.float64),
+                                                      project_dir / TRACE_CACHE)
+    except ToolError as err:
+        diag.not_run = str(err)
+        return
     prev: np.ndarray | None = None
     traced = {ly.name for ly in layers}
     for ly in layers:
@@ -726,6 +747,8 @@ def _run_logic(logic: Any, x: np.ndarray) -> np.ndarray:
     stages = getattr(logic, "solutions", None) or [logic]
     out = np.asarray(x, np.float64)
     for stage in stages:
+        if stage.lookup_tables is not None and len(stage.lookup_tables) == 0:
+            stage = stage._replace(lookup_tables=None)  # da4ml 0.5 cannot serialise an empty table list to binary
         out = np.asarray(stage.predict(out, n_threads=1), np.float64)
     return out.reshape(len(x), -1)
 
@@ -790,11 +813,14 @@ def _diagnose_rtl(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
     diag.output_elements = int(y_ref.size)
     _first_divergence(diag)
     if diag.output_mismatches and diag.first_divergent_layer is None:
-        from .estimate import pipeline
+        from .estimate import pipeline, trace_keras
 
-        cutoff = float(json.loads((project_dir / "firmware" / "metadata.json").read_text()).get("latency_cutoff", 5))
-        diffs = _table_differences(saved, pipeline(comb_trace(list(np.ravel(inp)), list(np.ravel(
-            next(reversed(dumped.values()))))), cutoff)) if hasattr(saved, "solutions") else []
+        meta = project_dir / "firmware" / "metadata.json"
+        cutoff = json.loads(meta.read_text()).get("latency_cutoff") if meta.is_file() else None
+        # the build's own route (trace_keras + pipeline at the recorded cutoff) gives the logic to compare with
+        fresh = (pipeline(trace_keras(model), float(cutoff)) if cutoff is not None and hasattr(saved, "solutions")
+                 else trace_keras(model))
+        diffs = _table_differences(saved, fresh)
         diag.first_divergent_layer = "saved logic"
         if diffs:
             diag.cause = "table"

@@ -202,3 +202,56 @@ def test_not_a_project_is_one_line(tmp_path: Path) -> None:
         diagnose(tmp_path)
     with pytest.raises(FastmlError, match="expected a project folder"):
         diagnose(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------------
+# rtl backend: da4ml per-layer trace, the project's saved logic at the output
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_rtl_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """da4ml RTL project as fastml's rtl backend writes it (trace, pipeline at cutoff 5, RTLModel.write)."""
+    from da4ml.codegen import RTLModel
+
+    from fastml.estimate import RTL_TOP, pipeline, trace_keras
+
+    model, x = _tiny_model()
+    root = tmp_path_factory.mktemp("diag") / "tiny_rtl"
+    _project_skeleton(root, model, x, "rtl")
+    pipe = pipeline(trace_keras(model), 5.0)
+    RTLModel(pipe, RTL_TOP, root / "firmware", flavor="verilog", latency_cutoff=5.0).write(
+        metadata={"top": RTL_TOP, "latency_cutoff": 5.0})
+    return root
+
+
+def test_rtl_correct_project_has_no_divergence(tiny_rtl_project: Path) -> None:
+    diag = diagnose(tiny_rtl_project)
+    assert diag.not_run is None
+    assert [ly.name for ly in diag.layers] == ["dense_0", "lut_tanh", "logits"]
+    assert all(ly.status == "match" for ly in diag.layers)
+    assert diag.output_mismatches == 0 and diag.first_divergent_layer is None
+
+
+def test_rtl_perturbed_table_entry_in_saved_logic_is_named(tiny_rtl_project: Path, tmp_path: Path) -> None:
+    """Entry 0 of the tanh table (input 0: every ReLU zero reads it) is changed in the saved pipeline."""
+    project = _copy(tiny_rtl_project, tmp_path)
+    path = project / "firmware" / "model" / "pipeline.json"
+    data = json.loads(path.read_text())
+    stage = next(k for k, st in enumerate(data[0]) if len(st) > 8 and st[8])
+    data[0][stage][8][0]["table"][0] += 5
+    path.write_text(json.dumps(data))
+    diag = diagnose(project)
+    assert diag.output_mismatches and diag.output_mismatches > 0
+    assert all(ly.status == "match" for ly in diag.layers)  # the model's own trace is still right
+    assert diag.first_divergent_layer == "saved logic" and diag.cause == "table"
+    assert f"stage {stage} table 0 entry 0" in (diag.hint or "")
+
+
+def test_conifer_per_tree_is_not_run(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    np.savez(tmp_path / "model" / "verify_inputs.npz", x=np.zeros((3, 2)))
+    (tmp_path / "report.json").write_text(json.dumps({"backend": "conifer"}))
+    diag = diagnose(tmp_path)
+    assert diag.not_run and "per-tree" in diag.not_run and not diag.layers
+    assert "not run" in "\n".join(diag.lines())
