@@ -81,6 +81,14 @@ def test_points_are_grid_times_explicit_times_random_draws(tmp_path: Path, tiny_
     assert len({p.cfg.config_hash() for p in points}) == len(points)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*_scan.yaml")), ids=lambda p: p.name)
+def test_shipped_scans_expand_into_valid_recipes(path: Path, tmp_path: Path) -> None:
+    from fastml.scan import expand, load_scan
+
+    points = expand(load_scan(path), tmp_path)
+    assert len(points) >= 4 and len({p.cfg.config_hash() for p in points}) == len(points)
+
+
 @pytest.mark.parametrize(("scan", "fixed", "expected"), [
     ({"grid": {"train.epochs": [1, -1]}}, {}, r"point tscan-001 \(train\.epochs=-1\).*train\.epochs"),
     ({"grid": {"model.hiddn": [[4]]}}, {}, r"point tscan-000 .*unknown key 'model\.hiddn'"),
