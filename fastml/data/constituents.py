@@ -112,6 +112,21 @@ class ConstituentSample:
         return self.particle_type != 0
 
 
+#: Smallest positive float16 (2**-24): the floor of a real particle's stored pT/pT_jet.
+PT_REL_FLOOR: float = float(np.finfo(np.float16).smallest_subnormal)
+
+
+def to_float16_particles(particles: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """``particles`` (.., 3) as float16, with a real particle's pT/pT_jet at least ``PT_REL_FLOOR``.
+
+    A very soft photon (pT below ~60 keV in a 1 TeV jet) would otherwise round to pT = 0 in float16, and a
+    real particle with pT = 0 has log pT = -inf and could pass for padding.
+    """
+    out = np.asarray(particles, dtype=np.float64).copy()
+    out[..., 0] = np.where(real, np.maximum(out[..., 0], PT_REL_FLOOR), out[..., 0])
+    return out.astype(np.float16)
+
+
 def save_constituents(sample: ConstituentSample, path: str | Path) -> None:
     """Write ``sample`` as compressed ``.npz`` (no pickles) that :func:`load_constituents` reads.
 

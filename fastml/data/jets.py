@@ -30,6 +30,7 @@ from fastml.data.constituents import (
     STORED_PARTICLE_FIELDS,
     ConstituentSample,
     save_constituents,
+    to_float16_particles,
 )
 from fastml.data.jet_features import jet_features, kinematics
 from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
@@ -375,7 +376,7 @@ def generate_jet_constituents(
         },
     }
     return ConstituentSample(
-        particles=arrays["particles"].astype(np.float16),
+        particles=to_float16_particles(arrays["particles"], arrays["particle_type"] != 0),
         particle_type=arrays["particle_type"].astype(np.int8),
         particle_charge=arrays["particle_charge"].astype(np.int8),
         jet=arrays["jet"].astype(np.float32),
