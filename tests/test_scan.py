@@ -97,6 +97,7 @@ def test_shipped_scans_expand_into_valid_recipes(path: Path, tmp_path: Path) -> 
     ({"grid": {"name": ["a", "b"]}}, {}, r"set by the scan itself"),
     ({"random": {"samples": 2, "params": {"train.beta.end": {"log_uniform": [0, 1]}}}}, {}, r"bounds must be > 0"),
     ({"grid": {"train.epochs": []}}, {}, r"has no values"),
+    ({"grid": {"train.epochs": [1]}}, {"name": "../up"}, r"key 'name': expected 1-56 letters"),
     ({"grid": {"train.epochs": [1]}}, {"fixed": {"firmware.output_dir": "x"}}, r"set by the scan itself"),
 ])
 def test_bad_scan_fails_on_one_line_before_anything_runs(tmp_path: Path, tiny_recipe: Path, scan: dict,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -159,6 +160,14 @@ class ScanSpec(_Strict):
     phase2: Phase2Spec = Phase2Spec()
     cluster: ClusterSpec | None = None
     source_path: str | None = Field(None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_folder_name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$", v) or ".." in v:
+            raise ValueError("expected 1-56 letters, digits, '_', '-' or '.', starting with a letter or digit "
+                             f"(it names the scan folder and, with -NNN, every point), got {v!r}")
+        return v
 
     @field_validator("fixed")
     @classmethod
