@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from fastml.config import MLPConfig, TrainConfig
 from fastml.models.mlp import build_float_mlp, build_mlp
-from fastml.models.network import beta_schedule, select_checkpoint
+from fastml.models.network import beta_schedule, float_epoch_cap, select_checkpoint
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])
@@ -39,6 +41,41 @@ def test_checkpoint_selection_rules() -> None:
     assert select_checkpoint(records, "smallest_within", 0.2) == 2
     with pytest.raises(ValueError):
         select_checkpoint([], "best_accuracy", 0)
+
+
+def test_float_relative_selection_and_its_fallback() -> None:
+    records = [
+        {"val_accuracy": 0.80, "ebops": 9000},
+        {"val_accuracy": 0.795, "ebops": 5000},
+        {"val_accuracy": 0.79, "ebops": 1000},
+    ]
+    # measured from the float twin (0.81), not from the best checkpoint (0.80)
+    assert select_checkpoint(records, "smallest_within_float", 0.01, float_accuracy=0.81) == 0
+    assert select_checkpoint(records, "smallest_within_float", 0.02, float_accuracy=0.81) == 2
+    assert select_checkpoint(records, "smallest_within", 0.02) == 2
+    # nothing within the drop (e.g. a 3-epoch --quick run): the most accurate, never an error
+    assert select_checkpoint(records, "smallest_within_float", 0.01, float_accuracy=0.95) == 0
+    with pytest.raises(ValueError, match="float twin"):
+        select_checkpoint(records, "smallest_within_float", 0.01)
+
+
+def test_float_twin_epochs_are_capped(toy_npz: Path) -> None:
+    """``train.float_epochs`` caps the float twin; an epochs override (``--quick``) caps both runs."""
+    from fastml.config import parse_config
+    from fastml.data import load_data
+    from fastml.models import train
+
+    cfg = parse_config({"name": "t", "data": {"source": toy_npz.name}, "model": {"kind": "mlp", "hidden": [4]},
+                        "train": {"epochs": 4, "float_epochs": 2, "batch_size": 1024,
+                                  "select": "smallest_within_float", "max_accuracy_drop": 0.05}},
+                       toy_npz.parent / "c.yaml")
+    assert float_epoch_cap(cfg.train) == 2
+    assert float_epoch_cap(cfg.train, 1) == 1  # --quick: 3 epochs for both runs, whatever the recipe says
+    assert float_epoch_cap(TrainConfig(epochs=600)) == 600  # unset: the QAT run's epochs
+    data = load_data(cfg.data, cfg.config_dir)
+    sel = train(cfg, data, epochs=3, progress=False).selection
+    assert sel["epochs"] == 3 and sel["float_epochs"] == 2  # patience 10 never stops a 2-epoch run early
+    assert 0.2 < sel["float_val_accuracy"] <= 1
 
 
 def test_beta_schedule_is_log_from_start_to_end() -> None:

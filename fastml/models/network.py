@@ -8,10 +8,10 @@ kept, one checkpoint chosen by ``train.select``, quantiser ranges calibrated on 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
-from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +37,13 @@ def beta_schedule(cfg: TrainConfig) -> Callable[[int], float]:
     interp = "log" if start > 0 and end > 0 else "linear"
     last = max(cfg.epochs - 1, 1)
     return PieceWiseSchedule([(0, start, interp), (last, end, "constant")])
+
+
+def float_epoch_cap(cfg: TrainConfig, epochs_override: int | None = None) -> int:
+    """At most how many epochs the float twin trains: ``float_epochs`` (else ``epochs``), never more
+    than an override of the quantisation-aware run's epochs (``--quick``'s 3 epochs cap both runs)."""
+    cap = cfg.float_epochs or cfg.epochs
+    return min(cap, epochs_override) if epochs_override else cap
 
 
 def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: float,
@@ -76,17 +83,31 @@ def logits_fn(model: Any, batch_size: int = 8192) -> Callable[[np.ndarray], np.n
 
 
 class NetworkKind(ModelKind):
-    """Base of the HGQ2 network kinds (classifiers with logits outputs)."""
+    """Base of the HGQ2 network kinds (classifiers with logits outputs).
+
+    A kind defines ``architecture`` (its layers; ``build`` and ``build_float`` open the quantised or
+    pass-through quantiser scopes around it) or overrides ``build`` and ``build_float`` themselves.
+    """
 
     family = "network"
 
-    @abstractmethod
+    def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
+        """The network built from HGQ2 layers, under whatever quantiser scopes the caller opened."""
+        raise NotImplementedError(f"model kind {self.name!r} defines neither architecture() nor build()")
+
     def build(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "model") -> keras.Model:
         """The quantised HGQ2 model (EBOPs regulariser on, strength ``beta0`` until scheduled)."""
+        with contextlib.ExitStack() as stack:
+            for scope in quantizer_scopes(self.section):
+                stack.enter_context(scope)
+            return self.architecture(input_shape, n_outputs, name)
 
-    @abstractmethod
     def build_float(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "float_model") -> keras.Model:
-        """The unquantised twin of ``build`` (same shapes): the float accuracy the report compares with."""
+        """The unquantised twin of ``build``: the same layers with HGQ2's pass-through ("dummy") quantisers."""
+        from hgq.config import LayerConfigScope, QuantizerConfigScope
+
+        with QuantizerConfigScope(place="all", default_q_type="dummy"), LayerConfigScope(enable_ebops=False):
+            return self.architecture(input_shape, n_outputs, name)
 
     def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
               keep_front: Path | None = None) -> TrainedModel:
@@ -103,6 +124,7 @@ class NetworkKind(ModelKind):
         from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront, PBar
 
         tc = cfg.train
+        float_epochs = float_epoch_cap(tc, epochs)
         epochs = epochs or tc.epochs
         input_shape = tuple(data.x_train.shape[1:])
         keras.utils.set_random_seed(tc.seed)
@@ -116,9 +138,9 @@ class NetworkKind(ModelKind):
                 callbacks.append(PBar("loss {loss:.3f}/{val_loss:.3f} acc {accuracy:.3f}/{val_accuracy:.3f}"))
             hist = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
                              batch_size=tc.batch_size, verbose=0, callbacks=callbacks)
-            float_model, float_val_accuracy = None, None
+            float_model, float_val_accuracy, float_epochs_run = None, None, 0
             if tc.float_baseline or tc.select == "smallest_within_float":
-                float_model, float_val_accuracy = self._train_float(cfg, data, epochs)
+                float_model, float_val_accuracy, float_epochs_run = self._train_float(cfg, data, float_epochs)
             schedule = beta_schedule(tc)
             records: list[dict[str, Any]] = []
             for r, path in zip(pareto.record, pareto.paths, strict=True):
@@ -137,6 +159,7 @@ class NetworkKind(ModelKind):
                      "chosen": chosen, "checkpoint": chosen_path, "epochs": epochs}
         if float_val_accuracy is not None:
             selection["float_val_accuracy"] = float_val_accuracy
+            selection["float_epochs"] = float_epochs_run
         return TrainedModel(
             kind=self.name, model=model, predict_quantized=logits_fn(model),
             predict_float=logits_fn(float_model) if float_model is not None else None,
@@ -144,18 +167,21 @@ class NetworkKind(ModelKind):
             selection=selection, wall_s=time.perf_counter() - t0, family="network",
         )
 
-    def _train_float(self, cfg: BuildConfig, data: Dataset, epochs: int) -> tuple[Any, float]:
-        """The float twin, trained with early stopping; returns it and its validation accuracy."""
+    def _train_float(self, cfg: BuildConfig, data: Dataset, epochs: int) -> tuple[Any, float, int]:
+        """The float twin, trained with early stopping for at most ``epochs`` epochs.
+
+        Returns it, its validation accuracy and the number of epochs it ran.
+        """
         import keras
 
         tc = cfg.train
         float_model = self.build_float(tuple(data.x_train.shape[1:]), data.n_classes)
         _compile(float_model, tc.learning_rate)
-        float_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
-                        batch_size=tc.batch_size, verbose=0,
-                        callbacks=[keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True)])
+        hist = float_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+                               batch_size=tc.batch_size, verbose=0,
+                               callbacks=[keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True)])
         scores = logits_fn(float_model)(data.x_val)
-        return float_model, float(np.mean(scores.argmax(axis=1) == data.y_val))
+        return float_model, float(np.mean(scores.argmax(axis=1) == data.y_val)), len(hist.history["loss"])
 
 
 def _compile(model: Any, learning_rate: float) -> None:
