@@ -273,6 +273,43 @@ def pareto_front(points: Sequence[Mapping[str, Any]], x_key: str = "lut",
     return fig
 
 
+def training_front(selection: Mapping[str, Any], title: str = "training checkpoints") -> Figure:
+    """The accuracy-vs-EBOPs front one training kept (``report.model.selection``), EBOPs on a log axis.
+
+    Each Pareto checkpoint is a point (validation accuracy, EBOPs as measured during training); the
+    chosen one is circled and labelled with its epoch and EBOPs. Horizontal lines: the float twin's
+    validation accuracy (``float_val_accuracy``) where one was trained, and the threshold the rule
+    compared with (float or best accuracy minus ``max_accuracy_drop``) for the ``smallest_within`` rules.
+    """
+    records = list(selection.get("pareto") or [])
+    points = [{"accuracy": r["val_accuracy"], "ebops": r["ebops"]} for r in records]
+    chosen = selection.get("chosen")
+    fig = pareto_front(points, x_key="ebops", x_label="EBOPs (HGQ2 effective bit operations, log scale)",
+                       colour_key=None, title=title, highlight=chosen, y_label="validation accuracy (%)")
+    ax = fig.axes[0]
+    if points:
+        ax.set_xscale("log")
+    float_acc = selection.get("float_val_accuracy")
+    if float_acc is not None:
+        ax.axhline(100 * float_acc, color="tab:green", ls="--", lw=1.2,
+                   label=f"float twin {100 * float_acc:.2f}%")
+    rule, drop = selection.get("rule"), selection.get("max_accuracy_drop")
+    reference = float_acc if rule == "smallest_within_float" else (
+        max((p["accuracy"] for p in points), default=None) if rule == "smallest_within" else None)
+    if reference is not None and drop is not None:
+        ax.axhline(100 * (reference - drop), color="tab:gray", ls=":", lw=1.2,
+                   label=f"{rule}: {'float' if rule == 'smallest_within_float' else 'best'} "
+                         f"- {100 * drop:.2g} points")
+    if chosen is not None and 0 <= chosen < len(records):
+        r = records[chosen]
+        ax.annotate(f"kept: epoch {r.get('epoch', '?')}\n{r['ebops']:,.0f} EBOPs, {100 * r['val_accuracy']:.2f}%",
+                    (r["ebops"], 100 * r["val_accuracy"]), textcoords="offset points", xytext=(10, -28), fontsize=8,
+                    color="tab:red")
+    if points:
+        ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
 # ------------------------------------------------------------------------------------- a built project
 
 
@@ -290,7 +327,7 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
       plus the float model's if ``model/float_model.keras`` exists;
     - ``bitwidths.png``, ``resources_by_layer.png`` (HGQ2 EBOPs per layer): for neural networks;
     - ``training_pareto.png``: validation accuracy vs EBOPs of the training checkpoints kept on the
-      Pareto front, the chosen one circled.
+      Pareto front, the chosen one circled, the float twin's validation accuracy as a line (``training_front``).
 
     A plot whose inputs are missing is skipped with a logged reason, never drawn from invented data.
     """
@@ -344,13 +381,8 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
         else:
             log("plots: resources by layer skipped: the model's layers carry no EBOPs")
     selection = report.model.get("selection") or {}
-    records = selection.get("pareto") or []
-    if records:
-        points = [{"accuracy": r["val_accuracy"], "ebops": r["ebops"]} for r in records]
-        fig = pareto_front(points, x_key="ebops", x_label="EBOPs (HGQ2 effective bit operations)", colour_key=None,
-                           title=f"{report.name}: training checkpoints (validation accuracy vs EBOPs)",
-                           highlight=selection.get("chosen"),
-                           y_label="validation accuracy (%)")
+    if selection.get("pareto"):
+        fig = training_front(selection, title=f"{report.name}: training checkpoints (validation accuracy vs EBOPs)")
         written.append(save_figure(fig, out_dir / "training_pareto.png"))
     (out_dir).mkdir(parents=True, exist_ok=True)
     (out_dir / "plots.json").write_text(json.dumps({"plots": [p.name for p in written]}, indent=1) + "\n")
@@ -358,4 +390,5 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
 
 
 __all__ = ["bitwidth_distribution", "ebops_per_layer", "kernel_bits", "pareto_front", "pareto_optimal",
-           "resource_breakdown", "roc_curves", "save_build_plots", "save_figure", "weights_per_layer"]
+           "resource_breakdown", "roc_curves", "save_build_plots", "save_figure", "training_front",
+           "weights_per_layer"]

@@ -123,6 +123,28 @@ def test_pareto_front_marks_dominated_points(tmp_path: Path) -> None:
     _check_figure(fig, tmp_path / "pareto.png")
 
 
+def test_training_front_marks_chosen_point_and_float_twin(tmp_path: Path) -> None:
+    selection = {"rule": "smallest_within_float", "max_accuracy_drop": 0.01, "float_val_accuracy": 0.69, "chosen": 2,
+                 "pareto": [{"val_accuracy": 0.688, "ebops": 90_000, "epoch": 40},
+                            {"val_accuracy": 0.684, "ebops": 20_000, "epoch": 200},
+                            {"val_accuracy": 0.681, "ebops": 4_321, "epoch": 450},
+                            {"val_accuracy": 0.650, "ebops": 1_200, "epoch": 590}]}
+    fig = plots.training_front(selection, title="t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "EBOPs" in ax.get_xlabel()
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "float twin 69.00%" in labels
+    assert any(lab.startswith("smallest_within_float: float - 1") for lab in labels)
+    threshold = next(line for line in ax.get_lines() if line.get_label().startswith("smallest_within_float"))
+    assert threshold.get_ydata()[0] == pytest.approx(68.0)
+    texts = [t.get_text() for t in ax.texts]
+    assert any("epoch 450" in t and "4,321 EBOPs" in t for t in texts), texts
+    _check_figure(fig, tmp_path / "front.png")
+    # a rule without a float twin draws no float line
+    fig = plots.training_front({**selection, "rule": "best_accuracy", "float_val_accuracy": None}, title="t")
+    assert not any("float" in line.get_label() for line in fig.axes[0].get_lines())
+
+
 @pytest.mark.slow
 def test_save_build_plots_on_quick_build(quick_jet_build, tmp_path: Path) -> None:
     import shutil
