@@ -1,11 +1,14 @@
 """Model stage: one module per model kind, found through one registry.
 
-================  =======================================================  ===================
-``model.kind``    module                                                   firmware backends
-================  =======================================================  ===================
-``mlp``           ``fastml.models.mlp``        HGQ2 MLP on a feature vector  hls4ml, rtl
-``bdt``           ``fastml.models.bdt``        boosted decision trees        conifer
-================  =======================================================  ===================
+=============  ==============================  =============================================  ==================
+``model.kind`` module                          what it is                                     firmware backends
+=============  ==============================  =============================================  ==================
+``mlp``        ``fastml/models/mlp.py``        HGQ2 MLP on a feature vector                   hls4ml, rtl
+``lut_mlp``    ``fastml/models/lut_mlp.py``    lookup-table network (HGQ2 table layers)       rtl
+``deepsets``   ``fastml/models/deepsets.py``   Deep Sets on particle constituents             hls4ml, rtl
+``attention``  ``fastml/models/attention.py``  multi-head self-attention on constituents      hls4ml, rtl
+``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
+=============  ==============================  =============================================  ==================
 
 Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its
 recipe section (``model:`` in the YAML) is its ``Section`` class. ``train(cfg, data)`` trains
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import bdt, mlp  # noqa: F401  (defining the kinds registers them)
+from . import attention, bdt, deepsets, lut_mlp, mlp  # noqa: F401  (defining the kinds registers them)
 from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
 
 if TYPE_CHECKING:

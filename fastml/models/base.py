@@ -98,8 +98,8 @@ class ModelKind(metaclass=_KindRegistry):
         """Cross-section checks that need the whole recipe; returns why it does not fit, or None."""
         return None
 
-    def check_data(self, input_shape: tuple[int, ...], n_classes: int) -> str | None:
-        """Why data of ``input_shape`` per event (and ``n_classes``) does not fit this model, or None."""
+    def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
+        """Why data of ``input_shape`` per event (and ``n_classes``, None if unknown) does not fit, or None."""
         if self.layout == "features" and len(input_shape) != 1:
             return (f"model.kind {self.name!r} takes one feature vector per event, but the data has events of "
                     f"shape {input_shape} (a particle list: use a particle model such as deepsets or attention)")

@@ -8,10 +8,10 @@ kept, one checkpoint chosen by ``train.select``, quantiser ranges calibrated on 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
-from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -83,17 +83,31 @@ def logits_fn(model: Any, batch_size: int = 8192) -> Callable[[np.ndarray], np.n
 
 
 class NetworkKind(ModelKind):
-    """Base of the HGQ2 network kinds (classifiers with logits outputs)."""
+    """Base of the HGQ2 network kinds (classifiers with logits outputs).
+
+    A kind defines ``architecture`` (its layers; ``build`` and ``build_float`` open the quantised or
+    pass-through quantiser scopes around it) or overrides ``build`` and ``build_float`` themselves.
+    """
 
     family = "network"
 
-    @abstractmethod
+    def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
+        """The network built from HGQ2 layers, under whatever quantiser scopes the caller opened."""
+        raise NotImplementedError(f"model kind {self.name!r} defines neither architecture() nor build()")
+
     def build(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "model") -> keras.Model:
         """The quantised HGQ2 model (EBOPs regulariser on, strength ``beta0`` until scheduled)."""
+        with contextlib.ExitStack() as stack:
+            for scope in quantizer_scopes(self.section):
+                stack.enter_context(scope)
+            return self.architecture(input_shape, n_outputs, name)
 
-    @abstractmethod
     def build_float(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "float_model") -> keras.Model:
-        """The unquantised twin of ``build`` (same shapes): the float accuracy the report compares with."""
+        """The unquantised twin of ``build``: the same layers with HGQ2's pass-through ("dummy") quantisers."""
+        from hgq.config import LayerConfigScope, QuantizerConfigScope
+
+        with QuantizerConfigScope(place="all", default_q_type="dummy"), LayerConfigScope(enable_ebops=False):
+            return self.architecture(input_shape, n_outputs, name)
 
     def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
               keep_front: Path | None = None) -> TrainedModel:
