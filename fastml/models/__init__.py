@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import attention, bdt, deepsets, lut_mlp, mlp  # noqa: F401  (defining the kinds registers them)
+from . import attention, bdt, deepsets, keras_model, lut_mlp, mlp  # noqa: F401  (defining the kinds registers them)
 from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
 
 if TYPE_CHECKING:

@@ -1,0 +1,197 @@
+"""``kind: keras`` — a saved HGQ2 / Keras 3 model (``.keras``), built as it is or quantised from a float model.
+
+``model: {kind: keras, path: my_model.keras}``: the model's arithmetic is the user's. Nothing is
+trained; HGQ2 quantiser ranges are re-calibrated on the training set (``trace_minmax``) only when
+``calibrate: true``; the report's ``model.selection`` records ``train: skipped (...)`` and whether it
+was calibrated. Layers are checked against the chosen backend before any compilation (one line naming
+the layer, its class and the backend, and a backend that can build it).
+
+``quantize: true`` takes a float Keras model instead: each Dense / Conv1D / Conv2D / EinsumDense /
+BatchNormalization becomes its HGQ2 counterpart of the same shape, initialised from the float
+weights, and ``NetworkKind.train`` runs the usual quantisation-aware training with the EBOPs
+regulariser from there (the float model itself is the float baseline; a final softmax is dropped,
+as fastml's networks output logits: it is monotonic, so the trigger decision does not need it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError
+from .imported import (
+    ImportedSection,
+    check_backend_support,
+    check_io,
+    check_model_file,
+    check_quantised,
+    load_keras_file,
+    loaded_model,
+    model_path,
+)
+from .network import HGQSection, NetworkKind, logits_fn, quantizer_scopes
+
+if TYPE_CHECKING:
+    import keras
+
+    from ..config import BuildConfig
+    from ..data import Dataset
+    from .base import TrainedModel
+
+
+class KerasSection(ImportedSection, HGQSection):
+    """A saved Keras 3 model: HGQ2 (built as it is) or float (``quantize: true``: HGQ2 training from it).
+
+    ``beta0`` and the overflow modes apply only with ``quantize: true``.
+    """
+
+    kind: Literal["keras"] = "keras"
+    calibrate: bool = False  # re-run HGQ2's trace_minmax on the training set before building
+    quantize: bool = False  # a float model: rebuild with HGQ2 layers and run quantisation-aware training
+    trust_code: bool = False  # allow Lambda layers (arbitrary Python code in the file): only for files you trust
+
+
+#: float Keras layer -> HGQ2 layer of the same shapes (``quantize: true``).
+_HGQ_COUNTERPART = {"Dense": "QDense", "Conv1D": "QConv1D", "Conv2D": "QConv2D", "EinsumDense": "QEinsumDense",
+                    "BatchNormalization": "QBatchNormalization", "MaxPooling1D": "QMaxPooling1D",
+                    "MaxPooling2D": "QMaxPooling2D", "AveragePooling1D": "QAveragePooling1D",
+                    "AveragePooling2D": "QAveragePooling2D"}
+#: Weights copied from a float layer into its HGQ2 counterpart.
+_WEIGHT_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+
+
+def _is_softmax(layer: Any) -> bool:
+    act = getattr(layer, "activation", None)
+    return type(layer).__name__ == "Softmax" or getattr(act, "__name__", "") == "softmax"
+
+
+def _bypassed(layer: Any, last: Any) -> bool:
+    """Layers the rebuilt model leaves out: dropout (inference: identity), linear activations, a final softmax."""
+    name = type(layer).__name__
+    if name in ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout"):
+        return True
+    if name == "Activation" and getattr(layer.activation, "__name__", "") == "linear":
+        return True
+    return layer is last and name in ("Softmax", "Activation") and _is_softmax(layer)
+
+
+def rebuild(float_model: Any, quantised: bool, scopes: list[Any] | None = None) -> Any:
+    """A copy of ``float_model`` without dropout and final softmax; with ``quantised``, HGQ2 layers of the same
+    shapes (initialised from the float weights) inside HGQ2 config ``scopes``.
+
+    Raises ``ConfigError`` naming a layer with weights that has no HGQ2 counterpart.
+    """
+    import keras
+    from hgq import layers as hl
+
+    last = float_model.layers[-1]
+    mapped: dict[str, Any] = {}
+
+    def clone(layer: Any) -> Any:
+        cfg = layer.get_config()
+        name = type(layer).__name__
+        if layer is last and _is_softmax(layer) and "activation" in cfg:
+            cfg["activation"] = "linear"  # logits: see the module docstring
+        if quantised and name in _HGQ_COUNTERPART:
+            new = getattr(hl, _HGQ_COUNTERPART[name]).from_config(
+                {k: v for k, v in cfg.items() if k not in ("lora_rank", "lora_alpha", "quantization_config")})
+            mapped[layer.name] = (layer, new)
+            return new
+        if quantised and layer.weights:
+            raise ConfigError(f"layer {layer.name!r} ({name}) has weights but no HGQ2 counterpart fastml knows "
+                              f"(expected one of: {', '.join(_HGQ_COUNTERPART)})")
+        if name == "Activation" and getattr(layer.activation, "__name__", "") == "relu":
+            return keras.layers.ReLU(name=layer.name)  # ReLU: a layer both hls4ml and da4ml take
+        new = type(layer).from_config(cfg)
+        if layer.weights:
+            mapped[layer.name] = (layer, new)
+        return new
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        if _bypassed(layer, last):
+            return args[0]
+        return layer(*args, **kwargs)
+
+    if scopes:
+        with scopes[0], scopes[1], scopes[2]:
+            model = keras.models.clone_model(float_model, clone_function=clone, call_function=call)
+    else:
+        model = keras.models.clone_model(float_model, clone_function=clone, call_function=call)
+    for old, new in mapped.values():
+        for attr in _WEIGHT_NAMES:
+            src, dst = getattr(old, attr, None), getattr(new, attr, None)
+            if src is not None and dst is not None:
+                dst.assign(np.asarray(src))
+    return model
+
+
+class KerasModel(NetworkKind):
+    name = "keras"
+    Section = KerasSection
+    layout = None  # whatever the model file takes
+    summary = "a saved HGQ2 / Keras 3 model (.keras): built as it is, or quantised from a float model"
+    section: KerasSection
+
+    def check_section(self, cfg: BuildConfig) -> str | None:
+        return check_model_file(cfg, self.section, (".keras",), "a Keras 3 model saved as .keras")
+
+    def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
+        return None  # the model's own input shape is checked against the data when it is loaded
+
+    # -- built as it is --------------------------------------------------------------------------------
+
+    def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
+              keep_front: Path | None = None) -> TrainedModel:
+        path = model_path(cfg, self.section)
+        where = f"{path}"
+        model = load_keras_file(path, self.section.trust_code)
+        check_io(model, data.input_shape, data.n_classes, where)
+        if self.section.quantize:
+            self._float_source = model
+            trained = super().train(cfg, data, epochs=epochs, progress=progress, keep_front=keep_front)
+            check_backend_support(trained.model, cfg.firmware.backend, where)
+            trained.selection = {"source": "quantised from a float model", "path": str(path), **trained.selection}
+            return trained
+        check_quantised(model, where)
+        check_backend_support(model, cfg.firmware.backend, where)
+        ebops = None
+        if self.section.calibrate:
+            from hgq.utils import trace_minmax
+
+            ebops = float(trace_minmax(model, data.x_train, batch_size=8192, verbose=0))
+        return loaded_model(self.name, model, path, logits_fn(model), data.n_classes, self.section.calibrate, ebops)
+
+    def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
+        """The model as built (``model.keras``), and the file it came from as given (``source_model.keras``)."""
+        import shutil
+
+        written = super().save(trained, model_dir)
+        source = Path(trained.selection.get("path", ""))
+        target = model_dir / "source_model.keras"
+        if source.is_file() and source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+            written.append(target)
+        return written
+
+    # -- quantize: true --------------------------------------------------------------------------------
+
+    _float_source: Any = None
+
+    def build(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "model") -> keras.Model:
+        where = self.section.path
+        try:
+            return rebuild(self._float_source, quantised=True, scopes=quantizer_scopes(self.section))
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    def build_float(self, input_shape: tuple[int, ...], n_outputs: int, name: str = "float_model") -> keras.Model:
+        return rebuild(self._float_source, quantised=False)
+
+    def _train_float(self, cfg: BuildConfig, data: Dataset, epochs: int) -> tuple[Any, float, int]:
+        """The float baseline is the user's trained float model itself (logits), not a retrained twin (0 epochs)."""
+        from ..verification import accuracy
+
+        float_model = self.build_float(data.input_shape, data.n_classes)
+        return float_model, accuracy(logits_fn(float_model)(data.x_val), data.y_val), 0
