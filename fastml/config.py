@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 from .models.bdt import BDTSection
@@ -54,6 +54,13 @@ class DataConfig(_Strict):
     ``openml:42468`` (the published benchmark, read from a local cache), or a path (relative to the
     YAML file) to a ``.npz`` / ``.h5`` / ``.hdf5`` file with arrays ``x_key`` and ``y_key``, or to a
     ``.csv`` / ``.parquet`` / ``.arff`` file with the benchmark's columns.
+
+    Particle data: ``builtin:jets_constituents`` (each jet's leading 32 constituents) gives x of shape
+    (events, n_particles, features). ``n_particles`` keeps the leading N (default: all the data has);
+    ``particle_features`` names the per-particle features (``fastml.data.constituents.PARTICLE_FEATURES``;
+    default ``DEFAULT_PARTICLE_FEATURES``). Either one on an ``.h5`` file (or a folder of them) reads the
+    published hls4ml particle layout (``jetConstituentList``) or a 3-D ``x_key``. Neither applies to
+    per-jet features (``builtin:jets_hlf``, ``openml:42468``).
     """
 
     source: str = "builtin:jets_hlf"
@@ -62,6 +69,42 @@ class DataConfig(_Strict):
     max_samples: int | None = Field(None, gt=0)
     split: SplitConfig = SplitConfig()
     scaling: Literal["standard", "none"] = "standard"
+    n_particles: int | None = Field(None, gt=0)
+    particle_features: list[str] | None = None
+
+    @field_validator("n_particles")
+    @classmethod
+    def _n_particles_fit_source(cls, v: int | None, info: ValidationInfo) -> int | None:
+        # input_layout opens no file: builtin and OpenML sources are checked here, user files when read
+        from .data import BUILTIN_MAX_PARTICLES
+
+        source = info.data.get("source", "")
+        if v is not None:
+            _require_particle_source(source)
+            most = BUILTIN_MAX_PARTICLES.get(source.removeprefix("builtin:"))
+            if most is not None and v > most:
+                raise ValueError(f"{source} stores {most} constituents per jet, expected 1..{most}; got {v}")
+        return v
+
+    @field_validator("particle_features")
+    @classmethod
+    def _known_particle_features(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if v is not None:
+            from .data.constituents import PARTICLE_FEATURES
+
+            _require_particle_source(info.data.get("source", ""))
+            unknown = [name for name in v if name not in PARTICLE_FEATURES]
+            if unknown or not v:
+                raise ValueError(f"expected a non-empty list of {', '.join(PARTICLE_FEATURES)}; got {unknown or v}")
+        return v
+
+
+def _require_particle_source(source: str) -> None:
+    from .data import input_layout
+
+    if input_layout(source) == "features":
+        raise ValueError(f"applies only to particle data (e.g. builtin:jets_constituents), got data.source "
+                         f"{source!r} (per-jet features)")
 
 
 def _model_section_union() -> Any:
@@ -345,7 +388,9 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
         return
     try:
         file = resolve_data_path(cfg)
-        exists = file.is_file()
+        # hls4ml particle data comes as a folder of files; a folder is read only for particle data
+        particles = cfg.data.n_particles is not None or cfg.data.particle_features is not None
+        exists = file.is_file() or (particles and file.is_dir())
     except (OSError, ValueError):  # a NUL byte or an over-long name is not a path this system can hold
         raise ConfigError(f"{path}: key 'data.source': expected a path to a data file, got "
                           f"{_short_repr(src)}") from None
@@ -356,12 +401,20 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
 
 
 def _check_model_section(cfg: BuildConfig, path: Path) -> None:
-    """The model kind's own checks that need the whole recipe (e.g. a model file that must exist)."""
+    """The model kind's own checks that need the whole recipe (e.g. a model file that must exist), and
+    whether it can take the data, where the data's shape is known without reading it."""
+    from .data import input_shape
     from .models import kind_of
 
-    why = kind_of(cfg).check_section(cfg)
+    kind = kind_of(cfg)
+    why = kind.check_section(cfg)
     if why is not None:
         raise ConfigError(f"{path}: {why}")
+    # builtin sources' shapes are known without reading them: a model that cannot take them fails here
+    shape = input_shape(cfg.data.source, cfg.data.n_particles, cfg.data.particle_features)
+    why = kind.check_data(shape, None) if shape is not None else None
+    if why is not None:
+        raise ConfigError(f"{path}: key 'model.kind': {why}")
 
 
 def resolve_data_path(cfg: BuildConfig) -> Path:
