@@ -34,3 +34,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+
+# da4ml's CMVM solver is numba-compiled on first use (~70 s on 2 cores, into numba's on-disk cache):
+# pay it here, once per install, instead of in the first `fastml build`. Re-done after a reinstall.
+jit_stamp=.venv/.fastml-jit-stamp
+if [ "$(cat "$jit_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: compiling da4ml's numba kernels once (about a minute)" >&2
+  .venv/bin/python -c "from fastml.tools import warm_jit_caches; warm_jit_caches()"
+  echo "$want" > "$jit_stamp"
+fi
