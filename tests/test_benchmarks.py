@@ -101,3 +101,14 @@ def test_front_points_spread_in_log_ebops() -> None:
     ebops = [1000.0, 100_000.0, 10_000.0, 9_000.0, 1_100.0]
     assert spread_indices(ebops, 3) == [1, 2, 0]
     assert sorted(spread_indices(ebops, 10)) == [0, 1, 2, 3, 4]
+
+
+def test_training_front_comparison_picks_by_validation_at_or_under_each_level() -> None:
+    from benchmarks.training_quality import at_level
+
+    front = [{"val_accuracy": 0.60, "ebops": 800}, {"val_accuracy": 0.66, "ebops": 2_000},
+             {"val_accuracy": 0.65, "ebops": 2_500}, {"val_accuracy": 0.68, "ebops": 9_000}]
+    assert at_level(front, 500) is None  # the front does not reach down that far
+    assert at_level(front, 1_000)["ebops"] == 800
+    assert at_level(front, 3_000)["ebops"] == 2_000  # 2 500 is larger and less accurate: never preferred
+    assert at_level(front, 1e9)["ebops"] == 9_000
