@@ -4,9 +4,8 @@ hls4ml compiles its C-simulation with the project's ``build_lib.sh``: ``-O3``, o
 the other. fastml compiles the *same* generated sources (``firmware/<project>.cpp`` and
 ``<project>_bridge.cpp``, unmodified) itself, because:
 
-- the C-simulation needs correctness, not speed, and its cost is ap_types template instantiation and
-  overload resolution (``-ftime-report``: ~90 % of the front end), which ``-O0`` does not pay for in the
-  optimiser, and g++'s garbage collector can run less often: see ``OPT_LEVEL`` for the measurements;
+- g++'s garbage collector can run less often (see ``GCC_GC_PARAMS``; ``OPT_LEVEL`` says why the
+  optimisation level stays hls4ml's ``-O3``);
 - the two translation units (and fastml's tiny batch loop, see ``BATCH_SOURCE``) compile at the same time;
 - the compiled library is cached under ``~/.cache/fastml/csim/<key>/`` where ``key`` hashes every file the
   compile reads (the generated firmware sources, ap_types and nnet_utils headers, the bridge), the
@@ -46,11 +45,13 @@ _CACHE_FORMAT = 1
 #: Cache entries kept (least recently used beyond this are removed after a store); a library is ~1-4 MB.
 MAX_ENTRIES = 64
 
-#: ``-O0``: CPU seconds (user+sys) of one g++ 12 run on the 64-32-32 jet tagger's DA ``<project>.cpp``, 2 cores:
-#: -O0 41 s, -O1 61 s, -O3 more (clang++ 14 -O0: 52 s, so g++ stays). ``-ftime-report`` at -O0: overload
-#: resolution 47 %, template instantiation 43 % (ap_types), parsing 26 %, GC 10 %, code generation 32 %.
-OPT_LEVEL = "-O0"
-#: Let g++'s garbage collector run rarely: 41 s -> 32.5 s CPU (-21 %) for a peak of 2.9 GB instead of 1.1 GB.
+#: ``-O3`` (hls4ml's own level), kept by measurement. CPU seconds (user+sys) of one g++ 12 compile of the
+#: 64-32-32 jet tagger's DA ``<project>.cpp`` on 2 cores: -O0 41 s, -O1 61 s (clang++ 14 -O0: 52 s); but the
+#: -O0 library simulates ~100x slower (ap_types operators are not inlined: under 100 events/s under load
+#: vs thousands at -O3), which costs more in verification than it saves in compiling. -O1's simulation
+#: speed is not measured yet. ``-ftime-report`` at -O0: overload resolution 47 %, template instantiation 43 %.
+OPT_LEVEL = "-O3"
+#: Let g++'s garbage collector run rarely: at -O0 41 s -> 32.5 s CPU (-21 %), peak 2.9 GB instead of 1.1 GB.
 GCC_GC_PARAMS = ("--param", "ggc-min-expand=400", "--param", "ggc-min-heapsize=2097152")
 
 #: A loop over hls4ml's per-event bridge function, so that a whole batch is one call from Python

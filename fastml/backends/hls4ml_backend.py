@@ -8,6 +8,7 @@ against the same outputs fastml checked.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..csim_cache import build_csim
 from ..errors import ToolError
 from . import FirmwareProject
 
@@ -63,27 +65,49 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
         hls_model = hls4ml.converters.convert_from_keras_model(
             trained.model, output_dir=str(out), project_name=cfg.name.replace("-", "_").replace(".", "_"),
             backend="Vitis", io_type=fw.io_type, part=fw.part, clock_period=fw.clock_period_ns,
-            hls_config=hls_config(cfg), **extra,
+            hls_config=hls_config(cfg),
+            # Constants compiled in from weights/*.h (what Vitis HLS synthesises anyway) instead of .txt
+            # files read at run time from an absolute path: the C-simulation library is then
+            # self-contained, survives the project's move into place and can be cached by content.
+            write_weights_txt=False, **extra,
         )
         timings["hls4ml_convert"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        try:
-            hls_model.compile()
-        except Exception as err:  # hls4ml raises bare Exceptions with the compiler's output
-            raise ToolError(f"hls4ml C-simulation compile failed in {out}: {str(err).splitlines()[0]}") from err
-    timings["csim_compile"] = time.perf_counter() - t0
+        hls_model.write()
+    timings["hls4ml_write"] = time.perf_counter() - t0
     (project_dir / "logs").mkdir(parents=True, exist_ok=True)
     (project_dir / "logs" / "hls4ml_convert.log").write_text(log.getvalue())
 
+    # hls4ml's generated sources, compiled by fastml (flags, parallel units, cache: fastml.csim_cache)
+    # instead of build_lib.sh; the library lands where hls4ml's compile() would put it.
+    project_name = hls_model.config.get_project_name()
+    library = out / "firmware" / f"{project_name}-{hls_model.config.get_config_value('Stamp')}.so"
+    build = build_csim(out, project_name, library)
+    timings["csim_compile"] = build.compile_s
+    lib = ctypes.CDLL(str(library))
+    hls_model._top_function_lib = lib  # hls_model.predict (hls4ml's per-event loop) keeps working on the handle
+
+    n_in = int(np.prod(trained.model.input_shape[1:]))
     n_out = int(np.prod(trained.model.output_shape[1:]))
+    batch = lib.fastml_predict_float
+    batch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
+    batch.restype = None
 
     def csim(x: np.ndarray) -> np.ndarray:
-        return np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32))).reshape(len(x), n_out)
+        """hls4ml's ``<project>_float`` bridge on every event, looped in C (one call per batch)."""
+        xf = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+        if xf.shape[1] != n_in:
+            raise ToolError(f"the C-simulation takes {n_in} inputs per event, got {xf.shape[1]}")
+        y = np.zeros((len(xf), n_out), dtype=np.float32)
+        batch(xf.ctypes.data, y.ctypes.data, len(xf), n_in, n_out)
+        return y
 
     return FirmwareProject(
         backend="hls4ml", path=out, simulators={"csim": csim}, reference=trained.predict_quantized,
         info={"strategy": fw.strategy, "io_type": fw.io_type, "reuse_factor": fw.reuse_factor, "part": fw.part,
-              "clock_period_ns": fw.clock_period_ns, "hls_backend": "Vitis",
-              "project_name": hls_model.config.get_project_name()},
+              "clock_period_ns": fw.clock_period_ns, "hls_backend": "Vitis", "project_name": project_name,
+              "csim_compiler": build.compiler, "csim_flags": " ".join(build.flags),
+              "csim_cache": ("hit" if build.cache_hit else "miss") if build.cache_dir else "off",
+              "csim_key": build.key},
         timings_s=timings, handle=hls_model,
     )
