@@ -29,6 +29,14 @@ QUICK_JET_OVERRIDES: dict[str, Any] = {"model": {"mlp": {"hidden": [16]}}, "trai
 QUICK_BDT_OVERRIDES: dict[str, Any] = {"model": {"bdt": {"n_estimators": 4}}}
 
 
+def csim_cache_env(ctx: Context) -> dict[str, str]:
+    """The run's own, initially empty C-simulation compile cache: builds here pay the first build's compile
+    (a user's ~/.cache would make them cache hits), and later groups reuse what they stored."""
+    from fastml.csim_cache import CACHE_ENV
+
+    return {CACHE_ENV: str(ctx.workdir / "csim-cache")}
+
+
 def run_build(ctx: Context, config: Path, tag: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build ``config`` in a child process into ``ctx.workdir/tag``; returns the child's JSON plus
     ``wall_s`` and ``max_rss_mib`` (wait4). Raises ``RuntimeError`` with the child's last line on failure."""
@@ -37,7 +45,7 @@ def run_build(ctx: Context, config: Path, tag: str, overrides: dict[str, Any] | 
            "--output-dir", str(ctx.workdir / tag), "--overrides", json.dumps(overrides or {})]
     if ctx.quick:
         cmd.append("--quick")
-    res = run_child(cmd, cwd=REPO_ROOT, timeout_s=1500)
+    res = run_child(cmd, cwd=REPO_ROOT, env={**os.environ, **csim_cache_env(ctx)}, timeout_s=1500)
     (ctx.workdir / f"{tag}.build.log").write_text(res.stdout + "\n" + res.stderr)
     if res.returncode != 0 or not out_json.is_file():
         from .core import last_line
