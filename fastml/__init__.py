@@ -9,6 +9,7 @@ stays fast)::
     project = fastml.convert(trained, cfg, project_dir)
     levels, reference = fastml.verify(project, data.x_test)
     report = fastml.build(cfg)            # all of the above, written atomically with a report
+    report = fastml.build_model(keras_model, "builtin:jets_hlf")   # a model of your own, no YAML
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _LAZY = {
     "verify": ("fastml.verification", "verify_project"),
     "bit_exact_mismatches": ("fastml.verification", "bit_exact_mismatches"),
     "build": ("fastml.pipeline", "build"),
+    "build_model": ("fastml.byo", "build_model"),  # an in-memory keras.Model from a notebook
     "load_report": ("fastml.report", "load_report"),
     "Report": ("fastml.report", "Report"),
     "check_budgets": ("fastml.gate", "check_budgets"),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ToolError, VerificationError
+from .errors import FastmlError, ToolError, VerificationError
 from .guards import check_model_size, tool_watchdog
 from .report import Report, package_versions, write_report
 
@@ -123,9 +123,14 @@ def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig,
         report.set_latency(project.latency)
     fw = cfg.firmware
     if fw.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
-        resources, latency = estimate.da4ml_estimate(trained.model, cfg)
-        report.resources["da4ml_estimate"] = resources
-        report.set_latency(latency)
+        try:
+            resources, latency = estimate.da4ml_estimate(trained.model, cfg)
+        except FastmlError as err:  # e.g. an imported model's rounding mode da4ml cannot trace: say why, go on
+            report.checks["da4ml_estimate"] = f"not run: {err}"
+            log(f"da4ml estimate: {err}")
+        else:
+            report.resources["da4ml_estimate"] = resources
+            report.set_latency(latency)
     # yosys needs HDL: da4ml's RTL, or conifer's VHDL (via ghdl); hls4ml has none before Vitis HLS.
     yosys_for_project = {"rtl": estimate.rtl_yosys_resources,
                          "conifer": estimate.conifer_vhdl_yosys_resources if fw.conifer_backend == "vhdl" else None,
@@ -242,6 +247,9 @@ def summary_lines(report: Report) -> list[str]:
         return "not run" if v is None else f"{100 * v:.2f}%"
 
     lines = [f"{report.name}: {report.backend} build {report.status}"]
+    selection = report.model.get("selection") or {}
+    if "train" in selection:  # an imported model: built as it is
+        lines.append(f"  train: {selection['train']}; calibrated: {'yes' if selection.get('calibrated') else 'no'}")
     for level, v in report.verification.items():
         lines.append(f"  bit-exact {level:8s}: {v.mismatches} mismatches on {v.samples} events "
                      f"({v.samples * (v.outputs or 1)} outputs) vs {v.reference}")

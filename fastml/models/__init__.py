@@ -8,6 +8,8 @@
 ``deepsets``   ``fastml/models/deepsets.py``   Deep Sets on particle constituents             hls4ml, rtl
 ``attention``  ``fastml/models/attention.py``  multi-head self-attention on constituents      hls4ml, rtl
 ``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
+``keras``      ``fastml/models/keras_model.py``  a saved HGQ2/Keras 3 model (or float: quantize)  hls4ml, rtl
+``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras .h5, rebuilt as HGQ2 (no TensorFlow)   hls4ml
 =============  ==============================  =============================================  ==================
 
 Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its
@@ -19,7 +21,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import attention, bdt, deepsets, keras_model, lut_mlp, mlp  # noqa: F401  (defining the kinds registers them)
+from . import (  # noqa: F401  (defining the kinds registers them)
+    attention,
+    bdt,
+    deepsets,
+    keras_model,
+    lut_mlp,
+    mlp,
+    qkeras_model,
+)
 from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
 
 if TYPE_CHECKING:
