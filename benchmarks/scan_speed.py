@@ -73,6 +73,10 @@ def scan_group(ctx: Context) -> list[Row]:
                                        "s_per_point": round(d["wall_s"] / d["points"], 2),
                                        "sum_point_wall_s": d["sum_point_wall_s"],
                                        "process_wall_s": d["process_wall_s"]}))
+        if mode == "dask" and workers == 1:
+            # Dask's own share, whatever the load does to the points themselves: the run's wall minus
+            # the time its points spent inside run_point (1 worker: they run one after another)
+            rows[-1].values["scheduling_s_per_point"] = round((d["wall_s"] - d["sum_point_wall_s"]) / d["points"], 2)
     one, two, seq = measured.get(("dask", 1)), measured.get(("dask", 2)), measured.get(("sequential", 1))
     if one and two:
         rows[2].values["speedup_vs_1_worker"] = round(one["wall_s"] / two["wall_s"], 2)
