@@ -114,11 +114,17 @@ def rebuild(float_model: Any, quantised: bool, scopes: list[Any] | None = None) 
             return args[0]
         return layer(*args, **kwargs)
 
+    def clone_all() -> Any:
+        if isinstance(float_model, keras.Sequential):  # clone_model's call_function is for functional models only
+            kept = [clone(layer) for layer in float_model.layers if not _bypassed(layer, last)]
+            return keras.Sequential([keras.Input(float_model.input_shape[1:]), *kept], name=float_model.name)
+        return keras.models.clone_model(float_model, clone_function=clone, call_function=call)
+
     if scopes:
         with scopes[0], scopes[1], scopes[2]:
-            model = keras.models.clone_model(float_model, clone_function=clone, call_function=call)
+            model = clone_all()
     else:
-        model = keras.models.clone_model(float_model, clone_function=clone, call_function=call)
+        model = clone_all()
     for old, new in mapped.values():
         for attr in _WEIGHT_NAMES:
             src, dst = getattr(old, attr, None), getattr(new, attr, None)

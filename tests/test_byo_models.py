@@ -1,0 +1,291 @@
+"""Bring your own model: saved HGQ2/Keras models, float models to quantise, QKeras .h5 files, notebook models.
+
+Fast tests check the one-line refusals and the QKeras rebuild against QKeras's own predictions (no
+compilation); the slow ones build the committed recipes and check zero mismatches, and, for QKeras, that
+the verified outputs are QKeras's predictions bit for bit (golden files made by real QKeras 0.9.0,
+tests/fixtures/qkeras/make_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastml.config import load_config
+from fastml.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+QKERAS = REPO / "tests" / "fixtures" / "qkeras"
+
+
+def _hgq_model(n_in: int = 16, n_out: int = 5, extra_float_layer: str | None = None):
+    import keras
+    from hgq.layers import QDense
+
+    inputs = keras.Input((n_in,))
+    x = QDense(8, activation="relu", name="hidden")(inputs)
+    if extra_float_layer == "tanh":
+        x = keras.layers.Activation("tanh", name="squash")(x)
+    elif extra_float_layer == "dense":
+        x = keras.layers.Dense(8, name="float_dense")(x)
+    outputs = QDense(n_out, name="logits")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _recipe(tmp_path: Path, model: dict, data_source: str, backend: str = "hls4ml") -> Path:
+    import yaml
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"name": "byo", "data": {"source": data_source}, "model": model,
+                                    "firmware": {"backend": backend, "output_dir": str(tmp_path / "out")}}))
+    return path
+
+
+def _train(recipe: Path):
+    from fastml.data import load_data
+    from fastml.models import train
+
+    cfg = load_config(recipe)
+    return train(cfg, load_data(cfg.data, cfg.config_dir), progress=False)
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ kind: keras
+
+
+def test_missing_and_misnamed_model_files_fail_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_recipe(tmp_path, {"kind": "keras", "path": "nope.keras"}, "builtin:jets_hlf"))
+    assert "model.path" in _one_line(err) and "does not exist" in str(err.value)
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError) as err:
+        load_config(_recipe(tmp_path, {"kind": "keras", "path": "weights.pt"}, "builtin:jets_hlf"))
+    assert ".keras" in _one_line(err)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\x80\x04\x95" + b"\x00" * 40, "pickle"),
+    (b"", "empty"),
+    (b"\x89HDF\r\n\x1a\n" + b"\x00" * 40, "HDF5"),
+    (b"this is not a model at all", "not a .keras archive"),
+])
+def test_files_that_are_not_keras_models_give_one_line(tmp_path: Path, content: bytes, expected: str,
+                                                        toy_npz: Path) -> None:
+    (tmp_path / "m.keras").write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "m.keras"}, str(toy_npz)))
+    msg = _one_line(err)
+    assert expected in msg and "m.keras" in msg
+
+
+def test_truncated_keras_archive_names_the_file(tmp_path: Path, toy_npz: Path) -> None:
+    good = tmp_path / "good.keras"
+    _hgq_model().save(good)
+    (tmp_path / "cut.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "cut.keras"}, str(toy_npz)))
+    assert "cut.keras" in _one_line(err)
+
+
+def test_lambda_layers_are_refused_unless_trusted(tmp_path: Path) -> None:
+    import keras
+
+    from fastml.models.imported import load_keras_file
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2, name="doubler")(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    assert any(n.endswith("config.json") for n in zipfile.ZipFile(path).namelist())
+    with pytest.raises(ConfigError) as err:
+        load_keras_file(path)
+    msg = _one_line(err)
+    assert "'doubler' (Lambda)" in msg and "trust_code: true" in msg
+    loaded = load_keras_file(path, trust_code=True)  # the user's explicit opt-in loads it
+    assert np.allclose(loaded.predict(np.ones((1, 4), np.float32), verbose=0), 2.0)
+
+
+def test_input_and_output_shapes_are_checked_against_the_data(tmp_path: Path, toy_npz: Path) -> None:
+    _hgq_model(n_in=12).save(tmp_path / "wide.keras")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "wide.keras"}, str(toy_npz)))
+    msg = _one_line(err)
+    assert "(12,)" in msg and "(16,)" in msg and "wide.keras" in msg
+    _hgq_model(n_out=3).save(tmp_path / "three.keras")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "three.keras"}, str(toy_npz)))
+    assert "5 classes" in _one_line(err)
+
+
+def test_float_layers_need_quantize(tmp_path: Path, toy_npz: Path) -> None:
+    _hgq_model(extra_float_layer="dense").save(tmp_path / "mixed.keras")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "mixed.keras"}, str(toy_npz)))
+    msg = _one_line(err)
+    assert "'float_dense' (Dense)" in msg and "quantize: true" in msg
+
+
+def test_a_layer_one_backend_cannot_build_names_the_other(tmp_path: Path, toy_npz: Path) -> None:
+    _hgq_model(extra_float_layer="tanh").save(tmp_path / "tanh.keras")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "tanh.keras"}, str(toy_npz), backend="rtl"))
+    msg = _one_line(err)
+    assert "'squash' (Activation)" in msg and "da4ml" in msg and "'hls4ml'" in msg
+    trained = _train(_recipe(tmp_path, {"kind": "keras", "path": "tanh.keras"}, str(toy_npz), backend="hls4ml"))
+    assert trained.selection["train"].startswith("skipped (model loaded from")
+
+
+def test_loaded_model_is_built_as_it_is_and_calibrated_only_on_request(tmp_path: Path, toy_npz: Path) -> None:
+    model = _hgq_model()
+    model.save(tmp_path / "m.keras")
+    x = np.load(toy_npz)["x"][:64].astype(np.float32)
+    as_saved = _train(_recipe(tmp_path, {"kind": "keras", "path": "m.keras"}, str(toy_npz)))
+    assert as_saved.selection["calibrated"] is False and as_saved.ebops is None
+    assert np.array_equal(as_saved.predict_quantized(x), model.predict(x, verbose=0))
+    calibrated = _train(_recipe(tmp_path, {"kind": "keras", "path": "m.keras", "calibrate": True}, str(toy_npz)))
+    assert calibrated.selection["calibrated"] is True and calibrated.ebops is not None
+
+
+def test_quantize_rebuilds_a_float_model_with_hgq_layers_from_its_weights() -> None:
+    import keras
+
+    from fastml.models.keras_model import rebuild
+    from fastml.models.mlp import MLPSection
+    from fastml.models.network import quantizer_scopes
+
+    float_model = keras.models.load_model(REPO / "configs" / "models" / "float_tagger.keras")
+    q = rebuild(float_model, quantised=True, scopes=quantizer_scopes(MLPSection()))
+    dense = [layer for layer in q.layers if hasattr(layer, "kernel")]
+    assert [type(layer).__name__ for layer in dense] == ["QDense"] * 4
+    assert all(np.array_equal(np.asarray(layer.kernel), np.asarray(float_model.get_layer(layer.name).kernel))
+               for layer in dense)
+    logits = rebuild(float_model, quantised=False)
+    x = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32)
+    probabilities = float_model.predict(x, verbose=0)
+    assert np.allclose(keras.ops.softmax(logits.predict(x, verbose=0)), probabilities, atol=1e-5)  # softmax dropped
+
+
+# ----------------------------------------------------------------------------------------- kind: qkeras
+
+
+def _golden(name: str) -> tuple[np.ndarray, str]:
+    with np.load(QKERAS / f"{name}_golden.npz") as g:
+        return g["y"], str(g["x_sha256"])
+
+
+@pytest.mark.parametrize("name, source, extra", [
+    ("qkeras_mlp", "builtin:jets_hlf", {}),
+    ("qkeras_conv", "builtin:jets_constituents", {"n_particles": 8}),
+])
+def test_qkeras_rebuild_reproduces_qkeras_predictions(name: str, source: str, extra: dict) -> None:
+    from fastml.config import DataConfig
+    from fastml.data import load_data
+    from fastml.models.qkeras_model import read_h5, rebuild_hgq
+
+    data = load_data(DataConfig(source=source, **extra), REPO)
+    y_qkeras, x_sha = _golden(name)
+    x = np.ascontiguousarray(data.x_test[: len(y_qkeras)], dtype=np.float32)
+    assert hashlib.sha256(x.tobytes()).hexdigest() == x_sha, "not the events QKeras predicted"
+    config, weights = read_h5(QKERAS / f"{name}.h5")
+    model, notes = rebuild_hgq(config, weights, name)
+    assert any("RND_CONV" in n for n in notes)
+    y = model.predict(x, batch_size=8192, verbose=0)
+    assert len(y) >= 10_000 and int(np.count_nonzero(y != y_qkeras)) == 0
+
+
+def test_qkeras_auto_alpha_is_refused_naming_layer_and_quantiser(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"kind": "qkeras", "path": str(QKERAS / "qkeras_auto_alpha.h5")}, "builtin:jets_hlf")
+    with pytest.raises(ConfigError) as err:
+        _train(recipe)
+    msg = _one_line(err)
+    assert "layer 'fc1'" in msg and "kernel_quantizer quantized_bits" in msg and "auto_po2" in msg
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"use_stochastic_rounding": True}, "stochastic rounding"),
+    ({"alpha": "auto"}, "alpha='auto'"),
+])
+def test_qkeras_quantisers_fastml_cannot_reproduce_are_refused(change: dict, expected: str) -> None:
+    from fastml.models.qkeras_model import parse_quantizer
+
+    spec = {"class_name": "quantized_bits", "config": {"bits": 6, "integer": 0, "alpha": 1, **change}}
+    with pytest.raises(ConfigError) as err:
+        parse_quantizer(spec, "m.h5", "fc1", "kernel_quantizer")
+    assert expected in _one_line(err) and "'fc1'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_quantizer("quantized_po2(4)", "m.h5", "fc1", "kernel_quantizer")
+    assert "quantized_po2" in _one_line(err)
+    q = parse_quantizer("quantized_relu(6, 2)", "m.h5", "act", "activation")
+    assert (q.k, q.i, q.f) == (0, 2, 4)
+
+
+def test_qkeras_truncated_file_and_rtl_backend_give_one_line(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.h5"
+    data = (QKERAS / "qkeras_mlp.h5").read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "qkeras", "path": "cut.h5"}, "builtin:jets_hlf"))
+    assert "cut.h5" in _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        load_config(_recipe(tmp_path, {"kind": "qkeras", "path": str(QKERAS / "qkeras_mlp.h5")}, "builtin:jets_hlf",
+                            backend="rtl"))
+    assert "rounds half to even" in _one_line(err) and "hls4ml" in str(err.value)
+
+
+def test_build_model_refuses_what_is_not_a_keras_model(tmp_path: Path) -> None:
+    import fastml
+
+    with pytest.raises(ConfigError) as err:
+        fastml.build_model(object(), "builtin:jets_hlf", output_dir=tmp_path)
+    assert "keras.Model" in _one_line(err)
+
+
+# ------------------------------------------------------------------------------------ builds (compiled)
+
+
+def _build(recipe: str, out: Path, quick: bool = False):
+    from fastml.cli import main
+    from fastml.report import load_report
+
+    cfg = load_config(REPO / "configs" / recipe)
+    args = ["build", str(REPO / "configs" / recipe), "--output-dir", str(out), "--no-progress"]
+    assert main([*args, "--quick"] if quick else args) == 0
+    return out / cfg.name, load_report(out / cfg.name)
+
+
+@pytest.mark.slow
+def test_qkeras_recipe_firmware_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
+    project, report = _build("byo_qkeras_mlp.yaml", tmp_path)
+    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
+    assert report.model["selection"]["train"].startswith("skipped")
+    y_qkeras, _ = _golden("qkeras_mlp")
+    with np.load(project / "model" / "verify_inputs.npz") as v:
+        y_ref = v["y_ref"]  # what the C-simulation reproduced with 0 mismatches
+    assert int(np.count_nonzero(y_ref != y_qkeras[: len(y_ref)])) == 0
+    assert (project / "model" / "source_model.h5").is_file()
+
+
+@pytest.mark.slow
+def test_saved_hgq2_conv_recipe_builds_bit_exact(tmp_path: Path) -> None:
+    project, report = _build("byo_hgq2_conv.yaml", tmp_path)
+    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
+    assert report.model["selection"]["calibrated"] is False
+    assert (project / "model" / "source_model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_float_model_quantize_recipe_trains_and_builds_rtl_bit_exact(tmp_path: Path) -> None:
+    _, report = _build("byo_float_quantize.yaml", tmp_path, quick=True)
+    assert set(report.verification) == {"emulator", "compiled_emulator", "rtl_sim"}
+    assert all(v.mismatches == 0 for v in report.verification.values())
+    assert report.model["selection"]["source"] == "quantised from a float model"
+    assert report.accuracy.float is not None and report.ebops is not None
