@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": report.timings_s,
         "verification": {k: v.model_dump(mode="json") for k, v in report.verification.items()},
         "accuracy": report.accuracy.model_dump(mode="json"),
+        "auc": report.auc,
         "ebops": report.ebops,
         "latency": report.latency.model_dump(mode="json"),
         "resources": {k: v.model_dump(mode="json") for k, v in report.resources.items()},

@@ -168,6 +168,7 @@ class FirmwareConfig(_Strict):
     # rtl backend
     flavor: Literal["verilog", "vhdl"] = "verilog"
     latency_cutoff: float | None = Field(None, gt=0)  # da4ml delay units per pipeline stage; None: derived
+    yosys: bool = True  # open-source synthesis estimate of the RTL (minutes for a design of 50k+ LUT)
     # conifer backend
     conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"
     precision: str = "auto"  # ap_fixed<W,I> for inputs/thresholds/scores, or "auto" (search)

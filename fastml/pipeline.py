@@ -137,6 +137,9 @@ def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig,
                          }.get(fw.backend)
     if yosys_for_project is None:
         return
+    if not fw.yosys:
+        report.checks["yosys"] = "not run: firmware.yosys is false"
+        return
     try:
         report.resources["yosys"] = yosys_for_project(project.path, fw.part,
                                                       log_path=project.path.parent / "logs" / "yosys.log")

@@ -6,7 +6,7 @@
 ``mlp``        ``fastml/models/mlp.py``        HGQ2 MLP on a feature vector                   hls4ml, rtl
 ``lut_mlp``    ``fastml/models/lut_mlp.py``    lookup-table network (HGQ2 table layers)       rtl
 ``deepsets``   ``fastml/models/deepsets.py``   Deep Sets on particle constituents             hls4ml, rtl
-``attention``  ``fastml/models/attention.py``  multi-head self-attention on constituents      hls4ml, rtl
+``attention``  ``fastml/models/attention.py``  multi-head self-attention on constituents      rtl
 ``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
 ``keras``      ``fastml/models/keras_model.py``  a saved HGQ2/Keras 3 model (or float: quantize)  hls4ml, rtl
 ``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras .h5, rebuilt as HGQ2 (no TensorFlow)   hls4ml

@@ -38,7 +38,11 @@ class Attention(NetworkKind):
     layout = "particles"
     summary = "multi-head self-attention tagger on particle constituents"
     section: AttentionSection
-    backend_notes: ClassVar[dict[str, str]] = {}
+    backends = ("rtl",)
+    backend_notes: ClassVar[dict[str, str]] = {
+        "hls4ml": "hls4ml 1.3 cannot convert HGQ2 0.2's QMultiHeadAttention (its handler is registered as "
+                  "hgq.layers.multi_head_attention, HGQ2 0.2 defines hgq.layers.attn.mha, and the generic "
+                  "fallback fails on duplicate tensor names); da4ml's RTL takes it"}
 
     def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
         import keras

@@ -34,8 +34,8 @@ class LUTMLP(NetworkKind):
     section: LUTMLPSection
     backends = ("rtl",)
     backend_notes: ClassVar[dict[str, str]] = {
-        "hls4ml": "hls4ml 1.3's HGQ2 front end has no converter for table layers (hgq.layers.table.QDenseT); "
-                  "da4ml's RTL has one"}
+        "hls4ml": "hls4ml 1.3's HGQ2 front end has no converter for table layers (hgq.layers.table.QDenseT), "
+                  "only its generic da4ml fallback, which fastml has not verified; da4ml's RTL takes them"}
 
     def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
         import keras
