@@ -26,6 +26,7 @@ from .core import (
 def all_groups() -> dict[str, Group]:
     """The benchmark groups, in run order (build first: verify and memory reuse its project)."""
     from .build_time import build_group, memory_group
+    from .csim_compile import compile_group
     from .firmware_quality import quality_group
     from .keras_backend import keras_group
     from .model_kinds import kinds_group
@@ -33,8 +34,9 @@ def all_groups() -> dict[str, Group]:
     from .training_quality import training_group
     from .verify_throughput import verify_group
 
-    return {"build": build_group, "verify": verify_group, "memory": memory_group, "quality": quality_group,
-            "keras_backend": keras_group, "scan": scan_group, "training": training_group, "kinds": kinds_group}
+    return {"build": build_group, "verify": verify_group, "csim_compile": compile_group, "memory": memory_group,
+            "quality": quality_group, "keras_backend": keras_group, "scan": scan_group, "training": training_group,
+            "kinds": kinds_group}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="verb", required=True)
     r = sub.add_parser("run", help="run the benchmarks, print the table, write the JSON results")
     r.add_argument("--quick", action="store_true", help="small models and few epochs (< 3 min on 2 cores)")
-    r.add_argument("--only", nargs="+", metavar="GROUP", help="run only these groups (build verify memory quality "
-                   "keras_backend scan training kinds); verify needs build")
+    r.add_argument("--only", nargs="+", metavar="GROUP", help="run only these groups (build verify "
+                   "csim_compile memory quality keras_backend scan training kinds); verify and csim_compile need build")
     r.add_argument("--tf-python", "--python", dest="tf_python",
                    help="interpreter with tensorflow+keras+hgq2 for the TensorFlow row (default: this one)")
     r.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")
