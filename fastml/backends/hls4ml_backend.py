@@ -42,6 +42,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
     Guarantees on return: ``simulators["csim"]`` runs the compiled firmware library; the project
     holds ``build_prj.tcl`` for Vitis HLS. Raises ``ToolError`` if the C++ compilation fails.
     """
+    if hasattr(trained.model, "hls4ml_project"):  # a kind with its own hls4ml front end (QONNX graphs)
+        return trained.model.hls4ml_project(trained, cfg, project_dir)
     import hls4ml
 
     if trained.family != "network":

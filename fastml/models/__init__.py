@@ -10,6 +10,7 @@
 ``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
 ``keras``      ``fastml/models/keras_model.py``  a saved HGQ2/Keras 3 model (or float: quantize)  hls4ml, rtl
 ``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras .h5, rebuilt as HGQ2 (no TensorFlow)   hls4ml
+``qonnx``      ``fastml/models/qonnx_model.py``  a QONNX .onnx (Brevitas/FINN), hls4ml QONNX front end hls4ml
 =============  ==============================  =============================================  ==================
 
 Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its
@@ -29,6 +30,7 @@ from . import (  # noqa: F401  (defining the kinds registers them)
     lut_mlp,
     mlp,
     qkeras_model,
+    qonnx_model,
 )
 from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
 

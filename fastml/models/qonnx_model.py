@@ -1,0 +1,233 @@
+"""``kind: qonnx`` — a QONNX model (``.onnx`` with ``Quant`` nodes: Brevitas / FINN / QKeras exports).
+
+The graph is cleaned with qonnx's own transforms (``cleanup_model``, ``ConvertToChannelsLastAndClean``,
+``GemmToMatMul``), converted by hls4ml's QONNX front end (``convert_from_onnx_model``) and checked against
+qonnx's own execution (``execute_onnx``, the reference the firmware must reproduce bit for bit). Needs the
+``qonnx`` extra (``.venv/bin/python -m pip install -e '.[qonnx]'``); without it the build says so in one line.
+
+Only the hls4ml backend takes ONNX (da4ml traces Keras models). ``Quant`` rounds with ``ROUND`` (half to
+even) and power-of-two scales map to fixed point; any other scale or rounding mode is refused by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, ToolError
+from .base import ModelKind, TrainedModel
+from .imported import ImportedSection, check_model_file, check_outputs, loaded_model, model_path, sniff_not_a_model
+
+if TYPE_CHECKING:
+    from ..backends import FirmwareProject
+    from ..config import BuildConfig
+    from ..data import Dataset
+
+_EXPECTED = "a QONNX model (.onnx with Quant nodes, e.g. a Brevitas export)"
+#: qonnx runs the graph node by node in Python: events per call.
+_BATCH = 2000
+
+
+class QONNXSection(ImportedSection):
+    """A QONNX ``.onnx`` file (relative to the recipe)."""
+
+    kind: Literal["qonnx"] = "qonnx"
+
+
+def _need_qonnx(where: str) -> None:
+    try:
+        import qonnx  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{where}: model.kind 'qonnx' needs the qonnx package: .venv/bin/python -m pip install "
+                          "-e '.[qonnx]'") from None
+
+
+def clean(model: Any) -> Any:
+    """qonnx's clean-up for hls4ml: shapes and constants folded, channels last, Gemm as MatMul."""
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    model = cleanup_model(model)
+    model = model.transform(ConvertToChannelsLastAndClean())
+    model = model.transform(GemmToMatMul())
+    return cleanup_model(model)
+
+
+def execute(model: Any, x: np.ndarray) -> np.ndarray:
+    """qonnx's ``execute_onnx`` on every event of ``x`` (batched: the graph's batch size is set per call)."""
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    inp, out = model.graph.input[0].name, model.graph.output[0].name
+    in_shape = list(model.get_tensor_shape(inp))
+    out_shape = list(model.get_tensor_shape(out))
+    x = np.asarray(x, np.float32).reshape(len(x), *in_shape[1:])
+    results, batched = [], {}
+    for start in range(0, len(x), _BATCH):
+        chunk = x[start:start + _BATCH]
+        n = len(chunk)
+        if n not in batched:
+            m = model.transform(InferShapes())  # a copy with the batch size n throughout
+            m.graph.ClearField("value_info")
+            m.set_tensor_shape(inp, [n, *in_shape[1:]])
+            m.set_tensor_shape(out, [n, *out_shape[1:]])
+            batched[n] = m.transform(InferShapes())
+        results.append(np.asarray(execute_onnx(batched[n], {inp: chunk})[out], np.float32).reshape(n, -1))
+    return np.concatenate(results) if results else np.zeros((0, int(np.prod(out_shape[1:]))), np.float32)
+
+
+class QONNXGraph:
+    """A cleaned QONNX graph where the pipeline expects a model: shapes like Keras' (batch axis None), weights
+    counted, and its own hls4ml front end and simulation (``hls4ml_project``)."""
+
+    def __init__(self, wrapper: Any, source: Path) -> None:
+        self.wrapper = wrapper
+        self.source = source
+        inp, out = wrapper.graph.input[0].name, wrapper.graph.output[0].name
+        self.input_shape = (None, *wrapper.get_tensor_shape(inp)[1:])
+        self.output_shape = (None, *wrapper.get_tensor_shape(out)[1:])
+
+    def count_params(self) -> int:
+        return int(sum(np.prod(init.dims) for init in self.wrapper.graph.initializer))
+
+    def hls4ml_project(self, trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
+        """hls4ml's QONNX front end -> Vitis project in ``project_dir/firmware``, compiled for C-simulation."""
+        import hls4ml
+
+        from ..backends import FirmwareProject
+        from ..backends.hls4ml_backend import HLS4ML_STRATEGY
+
+        fw = cfg.firmware
+        out = project_dir / "firmware"
+        timings: dict[str, float] = {}
+        log = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(log):
+            config = hls4ml.utils.config_from_onnx_model(self.wrapper, granularity="name", backend="Vitis",
+                                                         default_precision="fixed<16,6>")
+            config["Model"].update({"ReuseFactor": fw.reuse_factor, "Strategy": HLS4ML_STRATEGY[fw.strategy]})
+            try:
+                hls_model = hls4ml.converters.convert_from_onnx_model(
+                    self.wrapper, output_dir=str(out), project_name=cfg.name.replace("-", "_").replace(".", "_"),
+                    backend="Vitis", io_type=fw.io_type, part=fw.part, clock_period=fw.clock_period_ns,
+                    hls_config=config)
+            except Exception as err:  # hls4ml raises anything for an op its ONNX front end lacks
+                why = " ".join(str(err).split())[:200] or type(err).__name__
+                raise ConfigError(f"{self.source}: hls4ml's QONNX front end cannot convert this graph "
+                                  f"({type(err).__name__}: {why})") from None
+            timings["hls4ml_convert"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            try:
+                hls_model.compile()
+            except Exception as err:  # hls4ml raises bare Exceptions with the compiler's output
+                raise ToolError(f"hls4ml C-simulation compile failed in {out}: {str(err).splitlines()[0]}") from None
+        timings["csim_compile"] = time.perf_counter() - t0
+        (project_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (project_dir / "logs" / "hls4ml_convert.log").write_text(log.getvalue())
+        n_out = int(np.prod(self.output_shape[1:]))
+
+        def csim(x: np.ndarray) -> np.ndarray:
+            y = hls_model.predict(np.ascontiguousarray(np.asarray(x, np.float32).reshape(len(x), -1)))
+            return np.asarray(y, np.float32).reshape(len(x), n_out)
+
+        return FirmwareProject(
+            backend="hls4ml", path=out, simulators={"csim": csim}, reference=trained.predict_quantized,
+            reference_name="qonnx execute_onnx",
+            info={"strategy": fw.strategy, "io_type": fw.io_type, "reuse_factor": fw.reuse_factor, "part": fw.part,
+                  "clock_period_ns": fw.clock_period_ns, "hls_backend": "Vitis", "front_end": "QONNX",
+                  "project_name": hls_model.config.get_project_name()},
+            timings_s=timings, handle=hls_model)
+
+
+def load_qonnx(path: Path) -> Any:
+    """The cleaned ``ModelWrapper`` of ``path``; ``ConfigError`` naming the file if it is not a QONNX model."""
+    why = sniff_not_a_model(path, _EXPECTED)
+    if why:
+        raise ConfigError(why)
+    _need_qonnx(str(path))
+    import onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as err:  # protobuf DecodeError, onnx ValidationError: a truncated or foreign file
+        why = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__}: {why}); "
+                          f"expected {_EXPECTED}") from None
+    if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
+        raise ConfigError(f"{path}: the graph has {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
+                          "outputs; expected one input (the event) and one output (the class scores)")
+    for node in proto.graph.node:
+        if node.op_type == "Quant":
+            mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
+            if mode != "ROUND":
+                raise ConfigError(f"{path}: node {node.name!r} (Quant) rounds with {mode!r}; fastml imports ROUND "
+                                  "(half to even), which hls4ml reproduces exactly")
+    try:
+        return clean(ModelWrapper(proto))
+    except Exception as err:  # qonnx transforms assert on graphs they cannot handle
+        why = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ConfigError(f"{path}: qonnx cannot clean this graph ({type(err).__name__}: {why}); "
+                          f"expected {_EXPECTED}") from None
+
+
+def _check_power_of_two_scales(wrapper: Any, where: str) -> None:
+    """hls4ml maps a Quant to fixed point only with a power-of-two scale and zero point 0."""
+    for node in wrapper.graph.node:
+        if node.op_type != "Quant":
+            continue
+        scale, zeropt = wrapper.get_initializer(node.input[1]), wrapper.get_initializer(node.input[2])
+        if scale is None or zeropt is None:
+            raise ConfigError(f"{where}: node {node.name!r} (Quant) has a scale or zero point computed at run time; "
+                              "expected constants")
+        exponents = np.log2(np.abs(np.asarray(scale, np.float64)))
+        if np.any(exponents != np.round(exponents)) or np.any(np.asarray(zeropt) != 0):
+            raise ConfigError(f"{where}: node {node.name!r} (Quant) has scale {np.asarray(scale).ravel()[:3]} and "
+                              f"zero point {np.asarray(zeropt).ravel()[:3]}: not fixed point (expected power-of-two "
+                              "scales and zero point 0), so no firmware reproduces it exactly")
+
+
+class QONNXModel(ModelKind):
+    name = "qonnx"
+    Section = QONNXSection
+    layout = None
+    backends = ("hls4ml",)
+    backend_notes: ClassVar[dict[str, str]] = {"rtl": "da4ml traces Keras models, not ONNX graphs: use hls4ml",
+                                               "conifer": "conifer builds decision trees"}
+    summary = "a QONNX model (.onnx with Quant nodes), hls4ml's QONNX front end, checked against qonnx execution"
+    section: QONNXSection
+
+    def check_section(self, cfg: BuildConfig) -> str | None:
+        return check_model_file(cfg, self.section, (".onnx",), "a QONNX model saved as .onnx")
+
+    def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
+        return None  # checked against the graph's input when it is read
+
+    def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
+              ) -> TrainedModel:
+        path = model_path(cfg, self.section)
+        wrapper = load_qonnx(path)
+        graph = QONNXGraph(wrapper, path)
+        if tuple(graph.input_shape[1:]) != tuple(data.input_shape):
+            raise ConfigError(f"{path}: the model takes inputs of shape {tuple(graph.input_shape[1:])} per event, the "
+                              f"data has {tuple(data.input_shape)}; expected the same shape")
+        check_outputs(tuple(graph.output_shape[1:]), data.n_classes, str(path))
+        _check_power_of_two_scales(wrapper, str(path))
+        return loaded_model(self.name, graph, path, lambda x: execute(wrapper, x), data.n_classes, calibrated=False,
+                            extra={"imported_from": "QONNX (qonnx clean-up, hls4ml's QONNX front end)",
+                                   "reference": "qonnx execute_onnx"})
+
+    def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
+        """The cleaned graph as built (``model.onnx``) and the file as given (``source_model.onnx``)."""
+        import shutil
+
+        trained.model.wrapper.save(str(model_dir / "model.onnx"))
+        shutil.copyfile(trained.model.source, model_dir / "source_model.onnx")
+        return [model_dir / "model.onnx", model_dir / "source_model.onnx"]
