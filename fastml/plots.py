@@ -303,10 +303,10 @@ def training_front(selection: Mapping[str, Any], title: str = "training checkpoi
     if chosen is not None and 0 <= chosen < len(records):
         r = records[chosen]
         ax.annotate(f"kept: epoch {r.get('epoch', '?')}\n{r['ebops']:,.0f} EBOPs, {100 * r['val_accuracy']:.2f}%",
-                    (r["ebops"], 100 * r["val_accuracy"]), textcoords="offset points", xytext=(10, -28), fontsize=8,
+                    (r["ebops"], 100 * r["val_accuracy"]), textcoords="offset points", xytext=(10, 8), fontsize=8,
                     color="tab:red")
     if points:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
