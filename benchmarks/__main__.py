@@ -26,6 +26,7 @@ from .core import (
 def all_groups() -> dict[str, Group]:
     """The benchmark groups, in run order (build first: verify and memory reuse its project)."""
     from .build_time import build_group, memory_group
+    from .byo_import import byo_group
     from .csim_compile import compile_group
     from .firmware_quality import quality_group
     from .keras_backend import keras_group
@@ -36,7 +37,8 @@ def all_groups() -> dict[str, Group]:
 
     return {"build": build_group, "verify": verify_group, "csim_compile": compile_group, "memory": memory_group,
             "quality": quality_group, "keras_backend": keras_group, "scan": scan_group, "training": training_group,
-            "kinds": kinds_group}
+            "kinds": kinds_group,
+            "byo": byo_group}
 
 
 def main(argv: list[str] | None = None) -> int:
