@@ -289,3 +289,55 @@ def test_float_model_quantize_recipe_trains_and_builds_rtl_bit_exact(tmp_path: P
     assert all(v.mismatches == 0 for v in report.verification.values())
     assert report.model["selection"]["source"] == "quantised from a float model"
     assert report.accuracy.float is not None and report.ebops is not None
+
+
+# ------------------------------------------------------------------------------------------ kind: qonnx
+
+QONNX = REPO / "tests" / "fixtures" / "qonnx"
+
+
+def test_qonnx_reference_is_qonnx_execution_and_equals_qkeras() -> None:
+    from fastml.config import DataConfig
+    from fastml.data import load_data
+    from fastml.models.qonnx_model import execute, load_qonnx
+
+    with np.load(QONNX / "qonnx_mlp_golden.npz") as g:
+        y_qonnx, x_sha = g["y"], str(g["x_sha256"])
+    data = load_data(DataConfig(source="builtin:jets_hlf"), REPO)
+    x = np.ascontiguousarray(data.x_test[: len(y_qonnx)], dtype=np.float32)
+    assert hashlib.sha256(x.tobytes()).hexdigest() == x_sha
+    y = execute(load_qonnx(QONNX / "qonnx_mlp.onnx"), x)  # the cleaned graph, as the build runs it
+    assert len(y) >= 10_000 and int(np.count_nonzero(y != y_qonnx)) == 0
+    y_qkeras, _ = _golden("qkeras_mlp")  # the same network in QKeras: same arithmetic, same numbers
+    assert int(np.count_nonzero(y_qonnx != y_qkeras)) == 0
+
+
+def test_qonnx_bad_files_and_non_fixed_point_scales_give_one_line(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "qonnx", "path": "junk.onnx"}, "builtin:jets_hlf"))
+    assert "junk.onnx" in _one_line(err)
+    proto = onnx.load(str(QONNX / "qonnx_mlp.onnx"))
+    for init in proto.graph.initializer:
+        if init.name == "w1_q_scale":
+            init.CopyFrom(numpy_helper.from_array(np.asarray(0.03, np.float32), init.name))
+    onnx.save(proto, tmp_path / "scaled.onnx")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "qonnx", "path": "scaled.onnx"}, "builtin:jets_hlf"))
+    msg = _one_line(err)
+    assert "(Quant)" in msg and "power-of-two" in msg
+    with pytest.raises(ConfigError) as err:
+        load_config(_recipe(tmp_path, {"kind": "qonnx", "path": "scaled.onnx"}, "builtin:jets_hlf", backend="rtl"))
+    assert "da4ml traces Keras models" in _one_line(err)
+
+
+@pytest.mark.slow
+def test_qonnx_recipe_firmware_matches_qonnx_execution(tmp_path: Path) -> None:
+    project, report = _build("byo_qonnx.yaml", tmp_path)
+    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
+    assert report.verification["csim"].reference == "qonnx execute_onnx"
+    with np.load(QONNX / "qonnx_mlp_golden.npz") as g, np.load(project / "model" / "verify_inputs.npz") as v:
+        assert int(np.count_nonzero(v["y_ref"] != g["y"][: len(v["y_ref"])])) == 0
