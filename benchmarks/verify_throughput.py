@@ -6,6 +6,9 @@ Levels, each compiled once and then run once over all events (events/s = events 
 - ``da4ml emulator``: ``comb_trace(...).predict`` (fastml's bit-exact emulation path); "compile" is the trace.
 - ``hls4ml csim (DA)`` / ``hls4ml csim (Latency)``: hls4ml C-simulation library; compile = convert + g++.
 - ``verilator RTL sim``: da4ml Verilog, verilated; compile = trace + pipeline/write + verilator + g++.
+- ``compiled emulator (fastml)``: the traced logic as integer C++ (``fastml.compiled_emulator``) on the
+  verification inputs tiled to 1 000 000 events, beside the DAIS interpreter (100 000 events) and da4ml's
+  own ``HLSModel`` (ap_fixed C++) on the same logic, speedups against the interpreter in the same run.
 
 All levels go through fastml's own backends (``fastml.backends.*.convert``), so this measures what
 ``fastml build`` does. The model and events come from the build group's jet-tagger project.
@@ -53,6 +56,85 @@ def _measure(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     mism, _ = bit_exact_mismatches(y_ref, out)
     return {"run_s": round(wall, 3), "events_per_s": round(len(x) / wall, 1), "mismatches": mism}
+
+
+#: Events for the compiled-emulator rows: the verification inputs repeated to a million (issue #14, item 4).
+MILLION = 1_000_000
+#: Events for the slower levels in those rows (their rate does not depend on the count).
+SLOW_EVENTS = 100_000
+
+
+def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray, workdir: Path) -> list[Row]:
+    """Interpreter vs fastml's compiled emulator vs da4ml's HLSModel on one traced logic, in one run.
+
+    The events are the verification inputs tiled to ``MILLION`` (the reference is tiled with them, so every
+    row is checked for bit-exactness on every event it ran). Compile figures include g++'s CPU seconds.
+    """
+    from fastml import compiled_emulator
+    from fastml.estimate import trace_keras
+
+    reps = -(-MILLION // len(x))
+    xm, ym = np.tile(x, (reps, 1))[:MILLION].astype(np.float64), np.tile(y_ref, (reps, 1))[:MILLION]
+    t0 = time.perf_counter()
+    comb = trace_keras(model)
+    trace_s = time.perf_counter() - t0
+    size = f"{len(comb.ops)} da4ml operations"
+    rows: list[Row] = []
+    m = min(SLOW_EVENTS, MILLION)
+    interp_all = _measure(lambda a: comb.predict(a, n_threads=-1), xm[:m], ym[:m])
+    interp_one = _measure(lambda a: comb.predict(a, n_threads=1), xm[:m], ym[:m])
+    rows.append(Row(g, "da4ml emulator, DAIS interpreter, all threads", {"events": m, **interp_all},
+                    note=f"{size}; trace {trace_s:.1f}s"))
+    rows.append(Row(g, "da4ml emulator, DAIS interpreter, 1 thread", {"events": m, **interp_one}, note=size))
+
+    cpu0 = os.times()
+    t0 = time.perf_counter()
+    try:
+        emu = compiled_emulator.build(comb, workdir / "compiled_emulator")
+    except Exception as err:  # UnsupportedLogic, ToolError
+        rows.append(not_run(g, "compiled emulator (fastml)", str(err)))
+        return rows
+    cold_s = time.perf_counter() - t0
+    cpu1 = os.times()
+    gxx_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
+    t0 = time.perf_counter()
+    compiled_emulator.build(comb, workdir / "compiled_emulator_again")
+    warm_s = time.perf_counter() - t0
+    for threads, label in ((0, "all threads"), (1, "1 thread")):
+        emu.n_threads = threads
+        res = _measure(emu, xm, ym)
+        ref = interp_all if threads == 0 else interp_one
+        rows.append(Row(g, f"compiled emulator (fastml), {label}",
+                        {"events": MILLION, "compile_s": round(cold_s, 3), "compile_cpu_s": round(gxx_cpu, 2),
+                         "cached_compile_s": round(warm_s, 3), **res,
+                         "speedup": round(res["events_per_s"] / ref["events_per_s"], 1)},
+                        note=f"speedup = this / the interpreter row with the same threads, same run; compile = "
+                             f"generate + g++ {' '.join(emu.flags)} (cache "
+                             f"{'hit' if emu.cache_hit else 'miss'}); cached = the same logic again"))
+
+    from da4ml.codegen.hls.hls_model import HLSModel
+
+    item = "da4ml HLSModel (ap_fixed C++, OpenMP), all threads"
+    hls = HLSModel(comb, "fastml_emu", workdir / "da4ml_hls", print_latency=False)
+    cpu0 = os.times()
+    t0 = time.perf_counter()
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            hls.compile(openmp=True)
+    except Exception as err:  # RuntimeError: compilation failed
+        rows.append(not_run(g, item, str(err)))
+        return rows
+    hls_s = time.perf_counter() - t0
+    cpu1 = os.times()
+    hls_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
+    res = _measure(lambda a: hls.predict(a, n_threads=0), xm[:m], ym[:m])
+    rows.append(Row(g, item, {"events": m, "compile_s": round(hls_s, 3), "compile_cpu_s": round(hls_cpu, 2), **res,
+                              "speedup": round(res["events_per_s"] / interp_all["events_per_s"], 1)},
+                    note="da4ml.codegen.hls.HLSModel, make -f build_binder.mk (-O); evaluated, not a fastml level"))
+    return rows
 
 
 def verify_group(ctx: Context) -> list[Row]:
@@ -145,4 +227,5 @@ def verify_group(ctx: Context) -> list[Row]:
                             note="same library; speedup = fastml's batch call (row above) / this loop"))
     order = {name: i for i, name in enumerate(items)}
     rows.sort(key=lambda r: order.get(r.item, 99))
-    return rows
+    # issue #14 item 4: the levels on a million events, compiled emulator vs interpreter in one run
+    return rows + compiled_emulator_rows(g, model, x, y_ref, ctx.workdir)

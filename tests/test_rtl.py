@@ -76,12 +76,12 @@ def test_verilog_written_and_both_levels_bit_exact(built):
     assert project.backend == "rtl"
     assert project.path == project_dir / "firmware"
     assert (project.path / "src" / "fastml_model.v").is_file()
-    assert set(project.simulators) == {"emulator", "rtl_sim"}
+    assert set(project.simulators) == {"emulator", "compiled_emulator", "rtl_sim"}
     assert project.info["rtl_sim"].startswith("verilator ")
     levels, reference = verify_project(project, x)
     # The check must be able to fail: the reference varies, and is not all zeros.
     assert len(np.unique(reference)) > 50
-    for level in ("emulator", "rtl_sim"):
+    for level in ("emulator", "compiled_emulator", "rtl_sim"):
         assert levels[level].samples == N_EVENTS
         assert levels[level].outputs == 5
         assert levels[level].mismatches == 0, levels[level].first_mismatch
@@ -176,8 +176,9 @@ def test_vhdl_flavor(trained, tmp_path):
     assert not list((project.path / "src").glob("*.v"))
     levels, _ = verify_project(project, x[:1000])
     assert levels["emulator"].mismatches == 0
+    assert levels["compiled_emulator"].mismatches == 0
     if find_ghdl() is None:
-        assert set(project.simulators) == {"emulator"}
+        assert set(project.simulators) == {"emulator", "compiled_emulator"}
         assert project.info["rtl_sim"].startswith("not run: ") and "ghdl" in project.info["rtl_sim"]
     else:  # ghdl present: the VHDL itself is simulated
         assert levels["rtl_sim"].mismatches == 0
@@ -188,7 +189,7 @@ def test_rtl_sim_off_is_reported_not_run(trained, tmp_path):
 
     model, _ = trained
     project = convert(model, rtl_config(rtl_sim=False), tmp_path)
-    assert set(project.simulators) == {"emulator"}
+    assert set(project.simulators) == {"emulator", "compiled_emulator"}
     assert project.info["rtl_sim"] == "not run: verify.rtl_sim is false"
     assert project.not_run == {"rtl_sim": "verify.rtl_sim is false"}  # the build reports it as "not run"
     assert Path(project.path / "src" / "fastml_model.v").is_file()

@@ -74,6 +74,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     """Write the da4ml RTL of ``trained`` under ``project_dir / "firmware"`` and prepare its simulations.
 
     Guarantees: ``simulators["emulator"]`` is da4ml's bit-exact interpreter of the traced logic;
+    ``simulators["compiled_emulator"]`` the same logic compiled to integer C++ (``fastml.compiled_emulator``;
+    when an operation has no compiled form, ``info["compiled_emulator"]`` says ``"not run: <why>"``);
     ``simulators["rtl_sim"]`` (only when ``verify.rtl_sim`` and it can run) is the verilator
     simulation of the generated RTL, reading outputs ``latency.cycles`` clocks after the inputs; when
     it cannot run, ``info["rtl_sim"]`` says ``"not run: <why>"``. A missing or broken verilator raises
@@ -118,6 +120,22 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     }
     simulators = {"emulator": comb.predict}
 
+    # The same traced logic as integer C++ (fastml.compiled_emulator): bit-exact like the interpreter, without
+    # its per-operation decoding; a g++ failure is a ToolError, an operation without a compiled form leaves
+    # the level not run.
+    from .. import compiled_emulator
+
+    t0 = time.perf_counter()
+    try:
+        emu = compiled_emulator.build(comb, firmware_dir / "compiled_emulator")
+    except compiled_emulator.UnsupportedLogic as err:
+        info["compiled_emulator"] = f"{NOT_RUN}: {err}"
+    else:
+        simulators["compiled_emulator"] = emu
+        info["compiled_emulator"] = (f"g++ {' '.join(emu.flags)}, "
+                                     f"cache {'hit' if emu.cache_hit else 'miss'}")
+    timings["compiled_emulator_compile"] = time.perf_counter() - t0
+
     if not cfg.verify.rtl_sim:
         info["rtl_sim"] = f"{NOT_RUN}: verify.rtl_sim is false"
     elif fw.flavor == "vhdl" and find_ghdl() is None:
@@ -147,6 +165,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
         resources={"da4ml_estimate": resources},
         info=info,
         timings_s=timings,
-        not_run={} if "rtl_sim" in simulators else {"rtl_sim": info["rtl_sim"].removeprefix(f"{NOT_RUN}: ")},
+        not_run={level: str(info[level]).removeprefix(f"{NOT_RUN}: ")
+                 for level in ("compiled_emulator", "rtl_sim") if level not in simulators},
         handle=rtl_model,
     )

@@ -1,0 +1,96 @@
+"""Compiled emulator: da4ml's traced logic as integer C++, bit-exact with the interpreter and the Keras model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastml.keras_backend import ensure_backend
+
+ensure_backend()
+
+from fastml import compiled_emulator  # noqa: E402
+from fastml.errors import ToolError  # noqa: E402
+from fastml.verification import bit_exact_mismatches  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def traced():
+    """The tiny 16 -> 8 -> 5 MLP of test_rtl, its traced logic, and test events (some beyond the trained range)."""
+    from test_rtl import tiny_trained_model
+
+    from fastml.estimate import trace_keras
+
+    trained, x = tiny_trained_model()
+    return trained, trace_keras(trained.model), x
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("emu_cache")
+
+
+@pytest.fixture(scope="module")
+def emulator(traced, cache_dir, tmp_path_factory):
+    _, comb, _ = traced
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTML_CSIM_CACHE", str(cache_dir))
+        return compiled_emulator.build(comb, tmp_path_factory.mktemp("emu"))
+
+
+def test_outputs_equal_interpreter_and_quantized_model(traced, emulator):
+    trained, comb, x = traced
+    x = x[:2999]  # not a multiple of the block: the last, partial block is exercised
+    reference = trained.predict_quantized(x)
+    assert np.unique(reference).size > 50, "a near-constant reference would make equality meaningless"
+    for threads in (1, 0):
+        emulator.n_threads = threads
+        out = emulator(x)
+        assert out.shape == reference.shape
+        assert bit_exact_mismatches(reference, out)[0] == 0
+        assert np.array_equal(out, comb.predict(x))
+    # wide inputs overflow the input quantisers (wrap-around): still identical to the interpreter
+    wide = (np.random.default_rng(3).normal(size=(5000, x.shape[1])) * 8).astype(np.float32)
+    assert np.array_equal(emulator(wide), comb.predict(wide.astype(np.float64)))
+
+
+def test_a_perturbed_operation_is_detected(traced, tmp_path, monkeypatch):
+    """One constant moved by one LSB in the logic gives mismatches: zero mismatches above means something."""
+    trained, comb, x = traced
+    monkeypatch.setenv("FASTML_CSIM_CACHE", "off")
+    ops = list(comb.ops)
+    i = max(j for j, op in enumerate(ops) if op.opcode == 4 and comb.ref_count[j] > 0)  # a bias late in the net
+    ops[i] = ops[i]._replace(data=ops[i].data + 1)
+    perturbed = compiled_emulator.build(comb._replace(ops=ops), tmp_path)
+    mismatches, first = bit_exact_mismatches(trained.predict_quantized(x), perturbed(x))
+    assert mismatches > 0 and first is not None
+
+
+def test_cached_library_is_reused(traced, emulator, cache_dir, tmp_path, monkeypatch):
+    _, comb, x = traced
+    monkeypatch.setenv("FASTML_CSIM_CACHE", str(cache_dir))
+    again = compiled_emulator.build(comb, tmp_path)
+    assert again.cache_hit and again.key == emulator.key
+    assert (cache_dir / f"emu-{emulator.key}" / "emulator.so").is_file()
+    assert np.array_equal(again(x[:100]), emulator(x[:100]))
+
+
+def test_compiler_failure_is_one_line_tool_error(traced, tmp_path, monkeypatch):
+    _, comb, _ = traced
+    monkeypatch.setenv("FASTML_CSIM_CACHE", "off")
+    monkeypatch.setattr(compiled_emulator, "CXX_FLAGS", (*compiled_emulator.CXX_FLAGS, "-fno-such-flag-xyz"))
+    with pytest.raises(ToolError) as err:
+        compiled_emulator.build(comb, tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and "g++ failed" in msg and "compile.log" in msg
+
+
+def test_unknown_operation_is_refused(traced, tmp_path):
+    _, comb, _ = traced
+    ops = list(comb.ops)
+    i = next(j for j, op in enumerate(ops) if op.opcode == 0 and comb.ref_count[j] > 0)
+    ops[i] = ops[i]._replace(opcode=42)
+    with pytest.raises(compiled_emulator.UnsupportedLogic, match="opcode 42"):
+        compiled_emulator.generate_source(comb._replace(ops=ops))
