@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .models.bdt import BDTSection
@@ -207,6 +216,9 @@ class BudgetsConfig(_Strict):
     min_accuracy: float | None = Field(None, ge=0, le=1)
     max_accuracy_drop: float | None = Field(None, ge=0, le=1)
     max_mismatches: int = Field(0, ge=0)
+    # anomaly-detection triggers: {"1kHz" | "10kHz": least efficiency of every signal at that trigger rate}
+    min_signal_efficiency_at_rate: dict[Annotated[str, StringConstraints(pattern=r"^[0-9.]+k?Hz$")],
+                                        Annotated[float, Field(ge=0, le=1)]] = {}
     resource_source: ResourceSource = "first_available"
     max_regression: dict[str, str] = {}
 
@@ -385,8 +397,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _check_data_path(cfg: BuildConfig, path: Path) -> None:
     src = cfg.data.source
-    if ":" in src and src.split(":", 1)[0] in ("builtin", "openml"):
-        return
+    if ":" in src and src.split(":", 1)[0] in ("builtin", "openml", "adc2021"):
+        return  # adc2021:<folder> is checked when read (a folder of ADC2021 .h5 files)
     try:
         file = resolve_data_path(cfg)
         # hls4ml particle data comes as a folder of files; a folder is read only for particle data

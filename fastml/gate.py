@@ -420,7 +420,33 @@ def check_budgets(report: Report, budgets: BudgetsConfig, baseline: Report | Non
             rows.append(_max_row("accuracy_drop", drop, budgets.max_accuracy_drop,
                                  f"<= {_fmt(budgets.max_accuracy_drop)}", "float - firmware", ""))
     rows.append(_mismatch_row(report, budgets))
+    rows += _efficiency_rows(report, budgets.min_signal_efficiency_at_rate)
     for metric, limit_text in budgets.max_regression.items():
         rows.append(_regression_row(report, baseline, metric, limit_text, budgets.resource_source))
     changes = _changes(report, baseline, budgets.resource_source) if baseline is not None else []
     return GateResult(report.name, rows, changes, baseline.name if baseline is not None else None)
+
+
+def _efficiency_rows(report: Report, limits: dict[str, float]) -> list[GateRow]:
+    """``min_signal_efficiency_at_rate``: every signal's efficiency at each named rate (anomaly-detection
+    reports; the quantised model on the whole test split, i.e. the bit-exact firmware's figure)."""
+    rows: list[GateRow] = []
+    level = (report.task.get("levels") or {}).get("quantized_test_split") if report.task else None
+    for rate, limit in limits.items():
+        budget, source = f">= {_fmt(limit)}", "quantized, test split"
+        if level is None:
+            rows.append(GateRow(f"signal_efficiency@{rate}", None, budget, source, "not run",
+                                reason="the report has no anomaly-detection figures (report.task)"))
+            continue
+        for name, sig in level.get("signals", {}).items():
+            eff = sig.get("efficiency")
+            value = eff.get(rate) if isinstance(eff, dict) else None
+            metric = f"signal_efficiency@{rate}[{name}]"
+            if not isinstance(value, (int, float)):
+                why = value if isinstance(value, str) else f"no figure at rate {rate!r} (has: {', '.join(eff or [])})"
+                rows.append(GateRow(metric, None, budget, source, "not run", reason=why.removeprefix("not run: ")))
+                continue
+            status: Status = "pass" if value >= limit else "fail"
+            rows.append(GateRow(metric, value, budget, source, status,
+                                reason="" if status == "pass" else f"{_fmt(value)} below {_fmt(limit)}"))
+    return rows

@@ -171,7 +171,7 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
 def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
     from .backends import convert
     from .data import load_data
-    from .models import train
+    from .models import kind_of, train
     from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
 
     timer = StageTimer(log)
@@ -206,7 +206,14 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
                 scores["firmware"] = next(iter(outputs.values()))[:n_test]
             if trained.predict_float is not None:
                 scores = {"float": trained.predict_float(x_verify[:n_test]), **scores}
-            for which, s in scores.items():
+            # the kind's task decides the figures: classifiers accuracy + per-class AUC (None), others their own
+            # (anomaly detection: efficiency at rate per signal; teacher-student: agreement) and a headline
+            task = kind_of(cfg).task_metrics(trained, scores, y_test, data)
+            if task is not None:
+                headline, report.task = task
+                for which, value in headline.items():
+                    setattr(report.accuracy, which, value)
+            for which, s in scores.items() if task is None else ():
                 setattr(report.accuracy, which, accuracy(s, y_test))
                 report.auc[which] = roc_auc_per_class(s, y_test, data.class_names)
             for level, v in report.verification.items():

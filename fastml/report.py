@@ -11,6 +11,18 @@ Schema version 1. Keys that other tools rely on and that will not change meaning
 - ``timings_s``: ``{stage: seconds}``
 
 Everything else (``auc``, ``ebops``, ``versions``, ``checks`` ...) is extra information, free to grow.
+
+Tasks other than classification (the model kind decides, ``ModelKind.task_metrics``) put their figures in
+``task`` and a headline figure in ``accuracy.{float,quantized,firmware}`` (named by ``task.headline``):
+
+- anomaly detection (``task.task == "anomaly_detection"``; kinds ``autoencoder``, ``conv``): headline = mean
+  ROC AUC of the signals against SM; ``task.levels.{float|quantized|firmware|quantized_test_split}`` =
+  ``{sm_events, rates: {"1kHz"|"10kHz": {rate_hz, sm_acceptance, threshold, achieved_sm_acceptance,
+  sm_passing} | "not run: why"}, signals: {name: {events, auc, efficiency: {"1kHz": fraction | "not run: why"}}}}``
+  (float/quantized/firmware on the verified events; ``quantized_test_split`` on the whole test split, the
+  firmware's figures where it is bit-exact);
+- teacher-student (``conv`` with ``model.teacher``): also ``task.agreement.{level}`` = ``{pearson, spearman,
+  mae, events}`` between the student's output and the teacher's (log1p) score.
 """
 
 from __future__ import annotations
@@ -93,6 +105,7 @@ class Report(_Open):
     model: dict[str, Any] = Field(default_factory=dict)
     firmware: dict[str, Any] = Field(default_factory=dict)
     checks: dict[str, str] = Field(default_factory=dict)  # {check: "pass" | "fail" | "not run: why"}
+    task: dict[str, Any] = Field(default_factory=dict)  # figures of a non-classification task (module docstring)
     created: str = ""
 
     def set_latency(self, latency: Latency) -> None:
@@ -196,6 +209,7 @@ def render_markdown(report: Report) -> str:
                   "|---|" + "---:|" * len(classes)]
         for which, per_class in report.auc.items():
             lines.append(f"| {which} | " + " | ".join(f"{per_class[c]:.4f}" for c in classes) + " |")
+    lines += _task_markdown(report.task)
     lines += ["", "## Latency", "", "| source | cycles | ns | II |", "|---|---:|---:|---:|"]
     for source, lat in (report.latency_by_source or {NOT_RUN: report.latency}).items():
         lines.append(f"| {source} | {_fmt(lat.cycles)} | {_fmt(lat.ns)} | {_fmt(lat.ii)} |")
@@ -213,3 +227,27 @@ def render_markdown(report: Report) -> str:
     lines += [f"| {k} | {v:.1f} |" for k, v in report.timings_s.items()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), ""]
     return "\n".join(lines)
+
+
+def _task_markdown(task: dict[str, Any]) -> list[str]:
+    """Efficiency-at-rate and AUC per signal (and teacher agreement) of an anomaly-detection build."""
+    if task.get("task") != "anomaly_detection":
+        return []
+    lines = ["", f"Headline (the accuracy row above): {task.get('headline')}."]
+    for level, fig in task.get("levels", {}).items():
+        rates = list(fig.get("rates", {}))
+        lines += ["", f"Signal efficiency at fixed trigger rate ({level}, {fig.get('sm_events')} SM events):", "",
+                  "| signal | events | ROC AUC | " + " | ".join(f"eff. @ {r}" for r in rates) + " |",
+                  "|---|---:|---:|" + "---:|" * len(rates)]
+        for name, sig in fig.get("signals", {}).items():
+            eff = sig.get("efficiency")
+            cells = [_fmt(eff.get(r)) if isinstance(eff, dict) and not isinstance(eff.get(r), str)
+                     else NOT_RUN for r in rates]
+            lines.append(f"| {name} | {sig.get('events')} | {_fmt(sig.get('auc'))} | " + " | ".join(cells) + " |")
+        for r, info in fig.get("rates", {}).items():
+            if isinstance(info, str):
+                lines.append(f"\n{r}: {info}")
+    for level, agree in task.get("agreement", {}).items():
+        lines.append(f"\nStudent vs teacher ({level}): Pearson {_fmt(agree.get('pearson'))}, Spearman "
+                     f"{_fmt(agree.get('spearman'))}, MAE {_fmt(agree.get('mae'))} on {agree.get('events')} events")
+    return lines

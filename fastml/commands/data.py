@@ -1,5 +1,6 @@
 """``fastml data generate-jets``: make a jet dataset with Pythia 8 + FastJet (optional extra), optionally with
-each jet's leading constituents (``--particles N``)."""
+each jet's leading constituents (``--particles N``); ``fastml data generate-anomaly``: the event-level
+anomaly-detection sample (:mod:`fastml.data.anomaly`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also keep each jet's leading N constituents (writes a jet-constituents file; "
                    "default 0: the 16 features only)")
     g.set_defaults(func=run_generate_jets)
+    a = dsub.add_parser("generate-anomaly",
+                        help="generate the anomaly-detection event sample: SM cocktail + BSM signals as Level-1 "
+                        "trigger objects and calorimeter regions (needs the 'generate' extra of fastml-trigger)")
+    a.add_argument("--sm", type=int, required=True, help="Standard Model events (ADC2021 cocktail fractions)")
+    a.add_argument("--per-signal", type=int, required=True, help="events per BSM signal")
+    a.add_argument("--out", required=True, help="output .npz file")
+    a.add_argument("--seed", type=int, default=1)
+    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--cache-dir", help="keep finished chunks here: an interrupted run resumes")
+    a.add_argument("--from-cache", action="store_true",
+                   help="generate nothing: assemble the chunks in --cache-dir, SM cut to the cocktail fractions")
+    a.set_defaults(func=run_generate_anomaly)
     f = dsub.add_parser("fetch", help="download a published data set into the cache the loaders read "
                         "(checksum verified, atomic, resumable)")
     f.add_argument("source", help="openml:42468 or zenodo:<record>/<file>")
@@ -59,4 +72,19 @@ def run_generate_jets(args: argparse.Namespace) -> int:
     table = generate_jets(args.per_class, seed=args.seed, workers=args.workers)
     save_table(table, Path(args.out))
     print(f"wrote {len(table.y)} jets to {args.out}")
+    return 0
+
+
+def run_generate_anomaly(args: argparse.Namespace) -> int:
+    from ..data.anomaly import generate_events, save_events
+    from ..errors import DataError
+
+    if args.sm <= 0 or args.per_signal <= 0:
+        raise DataError(f"--sm and --per-signal must be positive numbers of events, got {args.sm}, {args.per_signal}")
+    if args.from_cache and not args.cache_dir:
+        raise DataError("--from-cache needs --cache-dir (the folder of an earlier run's chunks)")
+    sample = generate_events(args.sm, args.per_signal, seed=args.seed, workers=args.workers,
+                             cache_dir=args.cache_dir, cached_only=args.from_cache)
+    save_events(sample, Path(args.out))
+    print(f"wrote {sample.n_events} events ({int((sample.y == 0).sum())} SM) to {args.out}")
     return 0

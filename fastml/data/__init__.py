@@ -27,10 +27,16 @@ __all__ = [
     "padding_mask", "read_source", "split_table",
 ]
 
-BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz", "jets_constituents": "jets_constituents_pythia8.npz"}
-InputLayout = Literal["features", "particles"]
-#: What each builtin sample's x holds: per-jet features, or per-particle features (events, particles, features).
-BUILTIN_LAYOUTS: dict[str, InputLayout] = {"jets_hlf": "features", "jets_constituents": "particles"}
+BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz", "jets_constituents": "jets_constituents_pythia8.npz",
+                   # anomaly detection: one file, two views (trigger objects; calorimeter-region image)
+                   "anomaly_objects": "anomaly_events_pythia8.npz", "anomaly_calo": "anomaly_events_pythia8.npz"}
+InputLayout = Literal["features", "particles", "image"]
+#: What each builtin sample's x holds: per-jet features, or per-particle features (events, particles, features),
+#: or an image (events, rows, columns).
+BUILTIN_LAYOUTS: dict[str, InputLayout] = {"jets_hlf": "features", "jets_constituents": "particles",
+                                           "anomaly_objects": "features", "anomaly_calo": "image"}
+#: Builtin samples of event-level trigger data (class 0 = Standard Model, the rest signals).
+ANOMALY_SOURCES: tuple[str, ...] = ("builtin:anomaly_objects", "builtin:anomaly_calo")
 #: Constituents stored per jet in the builtin particle samples: the default and the most ``data.n_particles``
 #: may ask for.
 BUILTIN_MAX_PARTICLES: dict[str, int] = {"jets_constituents": 32}
@@ -47,6 +53,8 @@ def input_layout(source: str) -> InputLayout | None:
         return BUILTIN_LAYOUTS.get(source.split(":", 1)[1])
     if source.startswith("openml:"):
         return "features"  # OpenML 42468 is the high-level-feature table
+    if source.startswith("adc2021:"):
+        return "features"  # ADC2021: 19 trigger objects x (pT, eta, phi)
     return None
 
 
@@ -56,6 +64,14 @@ def input_shape(source: str, n_particles: int | None = None,
     reading data; None for a user's file. Lets config validation check a model's input size early.
     """
     layout = input_layout(source)
+    if source == "builtin:anomaly_calo":
+        from .anomaly import CALO_SHAPE
+
+        return CALO_SHAPE
+    if source == "builtin:anomaly_objects" or source.startswith("adc2021:"):
+        from .anomaly import OBJECT_FEATURES
+
+        return (len(OBJECT_FEATURES),)
     if layout == "features":
         return (len(JET_FEATURES),)
     if layout == "particles":
@@ -233,6 +249,12 @@ def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_k
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         sample = builtin_sample_path(name)
+        if source in ANOMALY_SOURCES:
+            if particle_args:
+                raise _not_particle_data(source, "event-level trigger data")
+            from .anomaly import event_table, load_events
+
+            return event_table(load_events(sample), "calo" if name == "anomaly_calo" else "objects", source)
         if BUILTIN_LAYOUTS[name] == "particles":
             from .constituents import DEFAULT_PARTICLE_FEATURES, load_constituents, particle_table
 
@@ -253,6 +275,12 @@ def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_k
         from .published import load_openml_42468
 
         return load_openml_42468()
+    if source.startswith("adc2021:"):
+        from .anomaly import event_table, load_adc2021
+
+        if particle_args:
+            raise _not_particle_data(source, "event-level trigger data")
+        return event_table(load_adc2021(config_dir / source.split(":", 1)[1]), "objects", source)
     path = (config_dir / source).resolve()
     if path.is_dir() and particle_args:  # hls4ml particle data comes as a folder of 10 000-jet files
         from .published import load_published_particles
@@ -360,7 +388,11 @@ def split_table(table: Table, train: float, val: float, seed: int, max_samples: 
     if min(n_train, n_val, n_used - n_train - n_val) < 1:
         raise DataError(f"{n_used} events are too few to split {train:g}/{val:g}/{1 - train - val:g}")
     idx_train, idx_val, idx_test = np.split(order, [n_train, n_train + n_val])
-    scaler = Scaler.fit(table.x[idx_train], scaling)
+    # anomaly detection: scale by the Standard Model events only (what the trigger is trained on)
+    fit_rows = idx_train
+    if "scaler_fit_classes" in table.metadata:
+        fit_rows = idx_train[np.isin(table.y[idx_train], table.metadata["scaler_fit_classes"])]
+    scaler = Scaler.fit(table.x[fit_rows], scaling)
     return Dataset(
         scaler(table.x[idx_train]), table.y[idx_train],
         scaler(table.x[idx_val]), table.y[idx_val],

@@ -8,6 +8,8 @@
 ``deepsets``   ``fastml/models/deepsets.py``   Deep Sets on particle constituents             hls4ml, rtl
 ``attention``  ``fastml/models/attention.py``  multi-head self-attention on constituents      rtl
 ``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
+``autoencoder`` ``fastml/models/autoencoder.py``  anomaly-detection autoencoder (firmware: encoder+score) rtl, hls4ml
+``conv``       ``fastml/models/conv.py``       conv net on calorimeter regions (teacher-student)  rtl, hls4ml
 ``keras``      ``fastml/models/keras_model.py``  a saved HGQ2/Keras 3 model (or float: quantize)  hls4ml, rtl
 ``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras .h5, rebuilt as HGQ2 (no TensorFlow)   hls4ml
 ``qonnx``      ``fastml/models/qonnx_model.py``  a QONNX .onnx (Brevitas/FINN), hls4ml QONNX front end hls4ml
@@ -24,7 +26,9 @@ from typing import TYPE_CHECKING
 
 from . import (  # noqa: F401  (defining the kinds registers them)
     attention,
+    autoencoder,
     bdt,
+    conv,
     deepsets,
     keras_model,
     lut_mlp,

@@ -94,6 +94,15 @@ class ModelKind(metaclass=_KindRegistry):
     def __init__(self, section: ModelSection) -> None:
         self.section = section
 
+    def task_metrics(self, trained: TrainedModel, scores: dict[str, np.ndarray], labels: np.ndarray,
+                     data: Dataset) -> tuple[dict[str, float | None], dict[str, Any]] | None:
+        """The report's figures for this kind's task, from ``scores`` ({float|quantized|firmware: outputs} on
+        the verified test events, whose true classes are ``labels``): None = classification (accuracy and
+        per-class AUC, the pipeline's default); otherwise (headline per level -> ``report.accuracy``, the
+        ``report.task`` section). See ``fastml.report`` for the task sections.
+        """
+        return None
+
     def check_section(self, cfg: BuildConfig) -> str | None:
         """Cross-section checks that need the whole recipe; returns why it does not fit, or None."""
         return None

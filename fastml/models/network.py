@@ -47,30 +47,33 @@ def float_epoch_cap(cfg: TrainConfig, epochs_override: int | None = None) -> int
 
 
 def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: float,
-                      float_accuracy: float | None = None) -> int:
+                      float_accuracy: float | None = None, key: str = "val_accuracy", sign: int = 1) -> int:
     """Index of the checkpoint to keep among Pareto ``records`` ({'val_accuracy', 'ebops'} each).
 
     ``best_accuracy``: the highest validation accuracy. ``smallest_within``: the fewest EBOPs among
     those within ``max_drop`` of the highest quantised accuracy. ``smallest_within_float``: the fewest
     EBOPs among those within ``max_drop`` of the float twin's validation accuracy
     (``float_accuracy``); if none is that close, the most accurate. Ties: the more accurate.
+    ``key``/``sign``: the ranked metric and its direction (1: higher is better, -1: lower, e.g. a loss);
+    "accuracy" above then reads "that metric, signed".
     """
     if not records:
         raise ValueError("no checkpoints to choose from")
-    best = max(r["val_accuracy"] for r in records)
-    most_accurate = max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -records[i]["ebops"]))
+    score = [sign * r[key] for r in records]
+    best = max(score)
+    most_accurate = max(range(len(records)), key=lambda i: (score[i], -records[i]["ebops"]))
     if select == "best_accuracy":
         return most_accurate
     if select == "smallest_within_float":
         if float_accuracy is None:
             raise ValueError("select 'smallest_within_float' needs the float twin's accuracy")
-        reference = float_accuracy
+        reference = sign * float_accuracy
     else:
         reference = best
-    ok = [i for i, r in enumerate(records) if r["val_accuracy"] >= reference - max_drop]
+    ok = [i for i in range(len(records)) if score[i] >= reference - max_drop]
     if not ok:
         return most_accurate
-    return min(ok, key=lambda i: (records[i]["ebops"], -records[i]["val_accuracy"]))
+    return min(ok, key=lambda i: (records[i]["ebops"], -score[i]))
 
 
 def logits_fn(model: Any, batch_size: int = 8192) -> Callable[[np.ndarray], np.ndarray]:
@@ -90,6 +93,27 @@ class NetworkKind(ModelKind):
     """
 
     family = "network"
+    #: The validation metric the Pareto front keeps (against EBOPs) and ``train.select`` ranks, and its
+    #: direction (1: higher is better, -1: lower). Classifiers: accuracy; e.g. an autoencoder: its loss.
+    monitor: tuple[str, int] = ("val_accuracy", 1)
+    progress_format: str = "loss {loss:.3f}/{val_loss:.3f} acc {accuracy:.3f}/{val_accuracy:.3f}"
+
+    def compile_model(self, model: Any, learning_rate: float) -> None:
+        """Optimiser, loss and metrics (classifiers: cross entropy on logits, accuracy)."""
+        _compile(model, learning_rate)
+
+    def fit_arrays(self, cfg: BuildConfig, data: Dataset) -> tuple[np.ndarray, Any, np.ndarray, Any]:
+        """(x_train, targets_train, x_val, targets_val) the network is fitted on (classifiers: the labels)."""
+        return data.x_train, data.y_train, data.x_val, data.y_val
+
+    def deployed(self, model: Any) -> Any:
+        """The part of the trained network that runs in the trigger (what firmware reproduces): all of it here."""
+        return model
+
+    def float_metric(self, float_model: Any, cfg: BuildConfig, data: Dataset) -> float:
+        """The float twin's value of ``monitor`` on the validation split (classifiers: accuracy)."""
+        scores = logits_fn(float_model)(data.x_val)
+        return float(np.mean(scores.argmax(axis=1) == data.y_val))
 
     def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
         """The network built from HGQ2 layers, under whatever quantiser scopes the caller opened."""
@@ -130,13 +154,15 @@ class NetworkKind(ModelKind):
         keras.utils.set_random_seed(tc.seed)
         t0 = time.perf_counter()
         model = self.build(input_shape, data.n_classes, name=cfg.name.replace(".", "_").replace("-", "_"))
-        _compile(model, tc.learning_rate)
+        self.compile_model(model, tc.learning_rate)
+        metric, sign = self.monitor
+        x_fit, t_fit, x_val, t_val = self.fit_arrays(cfg, data)
         with tempfile.TemporaryDirectory(prefix="fastml-pareto-") as tmp:
-            pareto = ParetoFront(Path(tmp), ["val_accuracy", "ebops"], [1, -1], fname_format="epoch={epoch}.keras")
+            pareto = ParetoFront(Path(tmp), [metric, "ebops"], [sign, -1], fname_format="epoch={epoch}.keras")
             callbacks: list[Any] = [BetaScheduler(beta_schedule(tc)), FreeEBOPs(), pareto]
             if progress:
-                callbacks.append(PBar("loss {loss:.3f}/{val_loss:.3f} acc {accuracy:.3f}/{val_accuracy:.3f}"))
-            hist = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+                callbacks.append(PBar(self.progress_format))
+            hist = model.fit(x_fit, t_fit, validation_data=(x_val, t_val), epochs=epochs,
                              batch_size=tc.batch_size, verbose=0, callbacks=callbacks)
             float_model, float_val_accuracy, float_epochs_run = None, None, 0
             if tc.float_baseline or tc.select == "smallest_within_float":
@@ -145,15 +171,15 @@ class NetworkKind(ModelKind):
             records: list[dict[str, Any]] = []
             for r, path in zip(pareto.record, pareto.paths, strict=True):
                 epoch = int(path.stem.split("=", 1)[1])
-                records.append({"val_accuracy": float(r[0]), "ebops": float(r[1]), "epoch": epoch,
+                records.append({metric: float(r[0]), "ebops": float(r[1]), "epoch": epoch,
                                 "beta": schedule(epoch), "file": path.name})
                 if keep_front is not None:
                     keep_front.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, keep_front / path.name)
-            chosen = select_checkpoint(records, tc.select, tc.max_accuracy_drop, float_val_accuracy)
-            model = keras.models.load_model(pareto.paths[chosen], compile=False)
+            chosen = select_checkpoint(records, tc.select, tc.max_accuracy_drop, float_val_accuracy, metric, sign)
+            model = self.deployed(keras.models.load_model(pareto.paths[chosen], compile=False))
             chosen_path = pareto.paths[chosen].name
-        ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
+        ebops = float(trace_minmax(model, x_fit, batch_size=8192))
         history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         selection = {"rule": tc.select, "max_accuracy_drop": tc.max_accuracy_drop, "pareto": records,
                      "chosen": chosen, "checkpoint": chosen_path, "epochs": epochs}
@@ -162,7 +188,7 @@ class NetworkKind(ModelKind):
             selection["float_epochs"] = float_epochs_run
         return TrainedModel(
             kind=self.name, model=model, predict_quantized=logits_fn(model),
-            predict_float=logits_fn(float_model) if float_model is not None else None,
+            predict_float=logits_fn(self.deployed(float_model)) if float_model is not None else None,
             n_classes=data.n_classes, ebops=ebops, float_model=float_model, history=history,
             selection=selection, wall_s=time.perf_counter() - t0, family="network",
         )
@@ -176,12 +202,12 @@ class NetworkKind(ModelKind):
 
         tc = cfg.train
         float_model = self.build_float(tuple(data.x_train.shape[1:]), data.n_classes)
-        _compile(float_model, tc.learning_rate)
-        hist = float_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+        self.compile_model(float_model, tc.learning_rate)
+        x_fit, t_fit, x_val, t_val = self.fit_arrays(cfg, data)
+        hist = float_model.fit(x_fit, t_fit, validation_data=(x_val, t_val), epochs=epochs,
                                batch_size=tc.batch_size, verbose=0,
                                callbacks=[keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True)])
-        scores = logits_fn(float_model)(data.x_val)
-        return float_model, float(np.mean(scores.argmax(axis=1) == data.y_val)), len(hist.history["loss"])
+        return float_model, self.float_metric(float_model, cfg, data), len(hist.history["loss"])
 
 
 def _compile(model: Any, learning_rate: float) -> None:
