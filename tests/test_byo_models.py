@@ -30,6 +30,8 @@ def _hgq_model(n_in: int = 16, n_out: int = 5, extra_float_layer: str | None = N
     x = QDense(8, activation="relu", name="hidden")(inputs)
     if extra_float_layer == "tanh":
         x = keras.layers.Activation("tanh", name="squash")(x)
+    elif extra_float_layer == "relu":
+        x = keras.layers.Activation("relu", name="rectify")(x)
     elif extra_float_layer == "dense":
         x = keras.layers.Dense(8, name="float_dense")(x)
     outputs = QDense(n_out, name="logits")(x)
@@ -135,13 +137,20 @@ def test_float_layers_need_quantize(tmp_path: Path, toy_npz: Path) -> None:
 
 
 def test_a_layer_one_backend_cannot_build_names_the_other(tmp_path: Path, toy_npz: Path) -> None:
+    _hgq_model(extra_float_layer="relu").save(tmp_path / "act.keras")
+    with pytest.raises(ConfigError) as err:
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "act.keras"}, str(toy_npz), backend="rtl"))
+    msg = _one_line(err)
+    assert "'rectify' (Activation)" in msg and "da4ml" in msg and "'hls4ml'" in msg
+    trained = _train(_recipe(tmp_path, {"kind": "keras", "path": "act.keras"}, str(toy_npz), backend="hls4ml"))
+    assert trained.selection["train"].startswith("skipped (model loaded from")
+
+
+def test_float_activation_functions_are_refused(tmp_path: Path, toy_npz: Path) -> None:
     _hgq_model(extra_float_layer="tanh").save(tmp_path / "tanh.keras")
     with pytest.raises(ConfigError) as err:
-        _train(_recipe(tmp_path, {"kind": "keras", "path": "tanh.keras"}, str(toy_npz), backend="rtl"))
-    msg = _one_line(err)
-    assert "'squash' (Activation)" in msg and "da4ml" in msg and "'hls4ml'" in msg
-    trained = _train(_recipe(tmp_path, {"kind": "keras", "path": "tanh.keras"}, str(toy_npz), backend="hls4ml"))
-    assert trained.selection["train"].startswith("skipped (model loaded from")
+        _train(_recipe(tmp_path, {"kind": "keras", "path": "tanh.keras"}, str(toy_npz), backend="hls4ml"))
+    assert "'squash' (Activation)" in _one_line(err) and "'tanh'" in str(err.value)
 
 
 def test_loaded_model_is_built_as_it_is_and_calibrated_only_on_request(tmp_path: Path, toy_npz: Path) -> None:
@@ -153,6 +162,18 @@ def test_loaded_model_is_built_as_it_is_and_calibrated_only_on_request(tmp_path:
     assert np.array_equal(as_saved.predict_quantized(x), model.predict(x, verbose=0))
     calibrated = _train(_recipe(tmp_path, {"kind": "keras", "path": "m.keras", "calibrate": True}, str(toy_npz)))
     assert calibrated.selection["calibrated"] is True and calibrated.ebops is not None
+
+
+def test_quantize_checks_the_backend_before_training(tmp_path: Path, toy_npz: Path) -> None:
+    import keras
+
+    inputs = keras.Input((16,))
+    x = keras.layers.Dense(8, activation="tanh", name="squashing_dense")(inputs)
+    keras.Model(inputs, keras.layers.Dense(5)(x)).save(tmp_path / "float.keras")
+    recipe = _recipe(tmp_path, {"kind": "keras", "path": "float.keras", "quantize": True}, str(toy_npz), "rtl")
+    with pytest.raises(ConfigError) as err:
+        _train(recipe)  # tanh in the rebuilt QDense: refused before any epoch runs
+    assert "'squashing_dense' (QDense)" in _one_line(err) and "'tanh'" in str(err.value)
 
 
 def test_quantize_rebuilds_a_float_model_with_hgq_layers_from_its_weights() -> None:

@@ -225,6 +225,22 @@ def check_quantised(model: Any, where: str) -> None:
                               "model.quantize: true to rebuild it with HGQ2 layers and train it")
 
 
+#: Activations firmware computes exactly (others, e.g. tanh or sigmoid, are float functions: tables in firmware).
+EXACT_ACTIVATIONS = ("linear", "relu")
+
+
+def check_activations(model: Any, where: str) -> None:
+    """One-line ``ConfigError`` for a float activation function (tanh, sigmoid...) in a layer: Keras evaluates it
+    in floating point, the firmware with a lookup table, so the outputs could not match bit for bit."""
+    for op in operations(model):
+        act = getattr(op, "activation", None)
+        name = getattr(act, "__name__", None)
+        if act is not None and name not in EXACT_ACTIVATIONS and type(op).__name__ != "QUnaryFunctionLUT":
+            raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) applies activation {name!r} in "
+                              "floating point, which no firmware reproduces exactly; expected linear or relu, or "
+                              "an HGQ2 QUnaryFunctionLUT (a quantised table) for other functions")
+
+
 def loaded_model(kind: str, model: Any, source: Path, predict: Any, n_classes: int, calibrated: bool,
                  ebops: float | None = None, extra: dict[str, Any] | None = None) -> TrainedModel:
     """A ``TrainedModel`` for a model built as it is (``selection`` says so, and where it came from)."""
@@ -238,5 +254,5 @@ def as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
-__all__ = ["ImportedSection", "check_backend_support", "check_io", "check_model_file", "check_quantised",
-           "load_keras_file", "loaded_model", "model_path"]
+__all__ = ["ImportedSection", "check_activations", "check_backend_support", "check_io", "check_model_file",
+           "check_quantised", "load_keras_file", "loaded_model", "model_path"]

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError
 from .imported import (
     ImportedSection,
+    check_activations,
     check_backend_support,
     check_io,
     check_model_file,
@@ -156,11 +157,15 @@ class KerasModel(NetworkKind):
         check_io(model, data.input_shape, data.n_classes, where)
         if self.section.quantize:
             self._float_source = model
+            # the rebuilt layers are checked against the backend before training, not after it
+            rebuilt = self.build(data.input_shape, data.n_classes)
+            check_activations(rebuilt, where)
+            check_backend_support(rebuilt, cfg.firmware.backend, where)
             trained = super().train(cfg, data, epochs=epochs, progress=progress, keep_front=keep_front)
-            check_backend_support(trained.model, cfg.firmware.backend, where)
             trained.selection = {"source": "quantised from a float model", "path": str(path), **trained.selection}
             return trained
         check_quantised(model, where)
+        check_activations(model, where)
         check_backend_support(model, cfg.firmware.backend, where)
         ebops = None
         if self.section.calibrate:
