@@ -96,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start = os.getloadavg()[0]
     rows = []
+    teacher_model: Path | None = None
     for recipe in RECIPES:
-        cfg = load_config(REPO / "configs" / recipe, overrides={"firmware": {"output_dir": args.output_dir}})
+        overrides: dict[str, Any] = {"firmware": {"output_dir": args.output_dir}}
+        if recipe == "calo_conv.yaml" and teacher_model is not None and teacher_model.is_file():
+            # the student learns the teacher this run just built, instead of training it a second time
+            overrides["model"] = {"teacher_model": str(teacher_model)}
+        cfg = load_config(REPO / "configs" / recipe, overrides=overrides)
         wall = None
         if args.reuse and (cfg.project_dir / "report.json").is_file():
             report = load_report(cfg.project_dir)
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             report = build(cfg, quick=args.quick, progress=False)
             wall = time.perf_counter() - t0
         rows.append(_row(report, wall))
+        if recipe == "anomaly_ae.yaml":
+            teacher_model = cfg.project_dir / "model" / "model.keras"
     meta = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": round(load_start, 1),
             "load_end": round(os.getloadavg()[0], 1),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}

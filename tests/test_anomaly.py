@@ -98,7 +98,7 @@ def test_shipped_sample_layout_and_provenance(shipped) -> None:
         assert np.all(np.diff(pt, axis=1) <= 0)
         assert np.all(shipped.objects[:, lo:hi][pt == 0] == 0)
     # events passing the lepton filter: all but QCD
-    lep = shipped.objects[:, 1:9, 0].max(axis=1) > 23.0
+    lep = shipped.objects[:, 1:9, 0].max(axis=1) >= 23.0 - 1 / 64  # filtered in float64, stored as float16
     assert np.all(lep[shipped.process != names.index("qcd")])
     assert set(shipped.metadata["counts"]) == set(names)
 
@@ -238,7 +238,8 @@ def quick_ae_build(tmp_path_factory: pytest.TempPathFactory):
     from fastml.pipeline import build
 
     out = tmp_path_factory.mktemp("anomaly_builds")
-    cfg = load_config(CONFIGS / "anomaly_ae.yaml", overrides={"firmware": {"output_dir": str(out)}})
+    # yosys off: minutes of synthesis estimate that this test does not look at (the benchmark runs it)
+    cfg = load_config(CONFIGS / "anomaly_ae.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
     return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
 
 
@@ -247,7 +248,7 @@ def quick_conv_build(tmp_path_factory: pytest.TempPathFactory):
     from fastml.pipeline import build
 
     out = tmp_path_factory.mktemp("anomaly_builds")
-    cfg = load_config(CONFIGS / "calo_conv.yaml", overrides={"firmware": {"output_dir": str(out)}})
+    cfg = load_config(CONFIGS / "calo_conv.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
     return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
 
 
