@@ -23,7 +23,8 @@ CELL_TIMEOUT_S = 300
 def test_the_notebooks_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_resource_tradeoff.ipynb", "03_bdt.ipynb",
                                            "04_rtl_and_budgets.ipynb", "05_bring_your_own_model.ipynb",
-                                           "06_scan.ipynb", "08_particle_taggers.ipynb"]
+                                           "06_scan.ipynb", "07_anomaly_detection.ipynb",
+                                           "08_particle_taggers.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -57,6 +57,10 @@ class Conv(NetworkKind):
     Section = ConvSection
     summary = "HGQ2 conv net on the calorimeter-region image, trained to reproduce an autoencoder's score"
     layout = None  # an image (rows, columns): checked in check_data
+    backends = ("rtl",)
+    backend_notes: ClassVar[dict[str, str]] = {
+        "hls4ml": "the conv student is built and verified through da4ml RTL only; its hls4ml conversion "
+                  "(2-D convolutions under distributed arithmetic) is not verified here"}
     task: ClassVar[str] = "anomaly_detection"
     monitor = ("val_student_mse", -1)
     progress_format = "loss {loss:.3f}/{val_loss:.3f} mse {student_mse:.3f}/{val_student_mse:.3f}"
