@@ -273,13 +273,9 @@ def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosy
         if model_file is None:
             notes["da4ml_estimate"] = f"{NOT_RUN}: no model/model.keras in {project_dir}"
         else:
-            from .keras_backend import ensure_backend
+            from .model_files import load_keras_model
 
-            ensure_backend()
-            import hgq  # noqa: F401  (registers the HGQ2 layers for loading)
-            import keras
-
-            model = keras.models.load_model(model_file, compile=False)
+            model = load_keras_model(model_file)  # a corrupt file: one line naming it
             resources, latency = da4ml_estimate(model, cfg)
             report.resources["da4ml_estimate"] = resources
             report.set_latency(latency)

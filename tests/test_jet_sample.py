@@ -110,7 +110,8 @@ def test_generation_without_extra_is_one_line_error() -> None:
         pytest.skip("generate extra installed")
     with pytest.raises(DataError) as info:
         generate_jets(1, progress=False)
-    assert str(info.value) == "jet generation needs the 'generate' extra: pip install 'fastml[generate]'"
+    assert str(info.value) == ("jet generation needs the 'generate' extra: pip install -e '.[generate]' "
+                               "(in a fastml checkout)")
 
 
 def test_tiny_generation_is_reproducible() -> None:

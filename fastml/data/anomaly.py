@@ -35,21 +35,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fastml.data.jets import generator_versions, require_generators
 from fastml.errors import DataError
-
-_MISSING_EXTRA = "event generation needs the 'generate' extra: pip install -e '.[generate]' (in a fastml checkout)"
 
 #: Trigger-object slots (ADC2021 order) and how many of each class.
 OBJECT_SLOTS: tuple[tuple[str, int], ...] = (("met", 1), ("eg", 4), ("mu", 4), ("jet", 10))
@@ -191,26 +188,6 @@ class EventSample:
         return flat.reshape(rows.size, *CALO_SHAPE)
 
 
-def _require_generators() -> tuple[Any, Any]:
-    """Import pythia8mc and fastjet, or raise DataError with a one-line install hint."""
-    try:
-        import fastjet
-        import pythia8mc
-    except ImportError as exc:
-        raise DataError(_MISSING_EXTRA) from exc
-    return pythia8mc, fastjet
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for dist in ("pythia8mc", "fastjet"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
 def _wrap(phi: np.ndarray) -> np.ndarray:
     return np.mod(phi + np.pi, 2.0 * np.pi) - np.pi
 
@@ -296,7 +273,7 @@ def passes_lepton_filter(objects: np.ndarray) -> bool:
 def _generate_chunk(task: tuple[str, int, int]) -> tuple[str, dict[str, np.ndarray], dict[str, int]]:
     """Generate ``n`` selected events of process ``name`` with Pythia seed ``seed`` (runs in a worker)."""
     name, n, seed = task
-    pythia8mc, fastjet = _require_generators()
+    pythia8mc, fastjet = require_generators("event generation")
     proc = ALL_PROCESSES[name]
     pythia = pythia8mc.Pythia("", False)
     for line in (*COMMON_SETTINGS, *proc.settings, "Random:setSeed = on", f"Random:seed = {seed}"):
@@ -473,7 +450,7 @@ def generate_events(
             raise DataError(f"{cache}: no finished chunks of this plan (n_sm={n_sm}, per_signal={per_signal}, "
                             f"seed={seed})")
         return _assemble(tasks, results, seed, 0, float("nan"))
-    _require_generators()
+    require_generators("event generation")
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -566,7 +543,7 @@ def _assemble(
                          for n in ALL_PROCESSES}}
             if partial else None
         ),
-        "versions": _versions(),
+        "versions": generator_versions(),
         "wall_time_s": round(wall, 1),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -36,8 +36,6 @@ from fastml.data.jet_features import jet_features, kinematics
 from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
 from fastml.errors import DataError
 
-_MISSING_EXTRA = "jet generation needs the 'generate' extra: pip install 'fastml[generate]'"
-
 #: Settings shared by every class: 13 TeV pp, hard-process pT-hat window around 1 TeV, quiet output.
 COMMON_SETTINGS: tuple[str, ...] = (
     "Beams:eCM = 13000.",
@@ -84,17 +82,21 @@ MATCH_DR: float = 0.8
 CHUNK_JETS: int = 500
 
 
-def _require_generators() -> tuple[Any, Any]:
-    """Import pythia8mc and fastjet, or raise DataError with a one-line install hint."""
+def require_generators(what: str = "jet generation") -> tuple[Any, Any]:
+    """Import pythia8mc and fastjet, or raise DataError with a one-line install hint naming ``what`` needs them.
+
+    Shared by every generator (jets here, trigger objects in ``fastml.data.anomaly``).
+    """
     try:
         import fastjet
         import pythia8mc
     except ImportError as exc:
-        raise DataError(_MISSING_EXTRA) from exc
+        raise DataError(f"{what} needs the 'generate' extra: pip install -e '.[generate]' (in a fastml checkout)"
+                        ) from exc
     return pythia8mc, fastjet
 
 
-def _versions() -> dict[str, str]:
+def generator_versions() -> dict[str, str]:
     """Installed versions of the packages that determine the generated sample."""
     out = {"python": platform.python_version(), "numpy": np.__version__}
     for dist in ("pythia8mc", "fastjet"):
@@ -193,7 +195,7 @@ def _generate_chunk(
     Runs in a worker process.
     """
     label, n_jets, seed = task
-    pythia8mc, fastjet = _require_generators()
+    pythia8mc, fastjet = require_generators()
     name = JET_CLASSES[label]
     pythia = pythia8mc.Pythia("", False)
     for line in (*COMMON_SETTINGS, *CLASS_SETTINGS[name], "Random:setSeed = on", f"Random:seed = {seed}"):
@@ -278,7 +280,7 @@ def _generate_arrays(
     """Run every chunk task and return (arrays shuffled with ``seed``, labels int64, metadata)."""
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    _require_generators()
+    require_generators()
     tasks = _tasks(per_class, seed)
     start = time.time()
     results: dict[int, tuple[int, dict[str, np.ndarray], dict[str, int]]] = {}
@@ -329,7 +331,7 @@ def _generate_arrays(
         },
         "counts": counts,
         "rows_shuffled_with_seed": seed,
-        "versions": _versions(),
+        "versions": generator_versions(),
         "wall_time_s": round(wall, 1),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
