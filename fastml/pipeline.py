@@ -168,17 +168,21 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
         return _build(cfg, quick, progress, log, force)
 
 
-def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
-    from .backends import convert
-    from .data import load_data
-    from .models import kind_of, train
-    from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
+def new_report(cfg: BuildConfig) -> Report:
+    """An empty report for ``cfg``: name, backend, config hash, budgets, time stamp and package versions."""
+    return Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
+                  config_path=cfg.source_path, budgets=cfg.budgets.model_dump(mode="json"),
+                  created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  versions=package_versions())
 
-    timer = StageTimer(log)
-    report = Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
-                    config_path=cfg.source_path, budgets=cfg.budgets.model_dump(mode="json"),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    versions=package_versions())
+
+def data_and_train(cfg: BuildConfig, report: Report, timer: StageTimer, quick: bool, progress: bool
+                   ) -> tuple[Dataset, TrainedModel]:
+    """The ``data`` and ``train`` stages every build (and a scan's estimate phase) starts with; fills
+    ``report.data``, ``report.ebops`` and ``report.model``."""
+    from .data import load_data
+    from .models import train
+
     with timer.stage("data"):
         data = load_data(cfg.data, cfg.config_dir, max_samples=QUICK.max_samples if quick else None)
         report.data = data.summary()
@@ -186,6 +190,17 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
         trained = train(cfg, data, epochs=QUICK.epochs if quick else None, progress=progress)
         report.ebops = trained.ebops
         report.model = {"kind": trained.kind, "selection": trained.selection}
+    return data, trained
+
+
+def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
+    from .backends import convert
+    from .models import kind_of
+    from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
+
+    timer = StageTimer(log)
+    report = new_report(cfg)
+    data, trained = data_and_train(cfg, report, timer, quick, progress)
     check_model_size(trained.model, cfg.firmware.max_weights, force)  # before the long conversion
     n_verify = min(cfg.verify.samples, QUICK.verify_samples) if quick else cfg.verify.samples
     x_verify, n_test = verification_events(data, n_verify)

@@ -82,27 +82,17 @@ def train_and_estimate(cfg: Any, quick: bool = False, log: Callable[[str], None]
     Uses the same data, epochs and verification events as ``fastml build`` (``--quick`` included), so
     its quantized accuracy is the one the full build of the point measures.
     """
-    import fastml
 
     from ..estimate import da4ml_estimate
     from ..guards import check_model_size
-    from ..pipeline import QUICK, StageTimer, staging_dir, verification_events
+    from ..pipeline import QUICK, StageTimer, data_and_train, new_report, staging_dir, verification_events
     from ..project_lock import project_lock
-    from ..report import Report, package_versions, write_report
+    from ..report import write_report
     from ..verification import accuracy, roc_auc_per_class
 
     timer = StageTimer(log)
-    report = Report(name=cfg.name, backend=cfg.firmware.backend, config_hash=cfg.config_hash(),
-                    config_path=cfg.source_path, budgets=cfg.budgets.model_dump(mode="json"),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    versions=package_versions())
-    with timer.stage("data"):
-        data = fastml.load_data(cfg.data, cfg.config_dir, max_samples=QUICK.max_samples if quick else None)
-        report.data = data.summary()
-    with timer.stage("train"):
-        trained = fastml.train(cfg, data, epochs=QUICK.epochs if quick else None, progress=False)
-        report.ebops = trained.ebops
-        report.model = {"kind": trained.kind, "selection": trained.selection}
+    report = new_report(cfg)
+    data, trained = data_and_train(cfg, report, timer, quick, progress=False)
     check_model_size(trained.model, cfg.firmware.max_weights)  # da4ml on a huge model takes hours
     n_verify = min(cfg.verify.samples, QUICK.verify_samples) if quick else cfg.verify.samples
     x_verify, n_test = verification_events(data, n_verify)
