@@ -47,7 +47,7 @@ def _row(report: Any, wall_s: float | None) -> dict[str, Any]:
 
 
 def _cell(v: Any) -> str:
-    return "not run" if isinstance(v, str) or v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    return "not run" if isinstance(v, str) or v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--output-dir", default="/tmp/fastml-bench-anomaly")
     ap.add_argument("--reuse", action="store_true", help="read already built projects' reports")
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES, help="default: both")
     args = ap.parse_args(argv)
     from fastml.config import load_config
     from fastml.pipeline import build
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     rows = []
     teacher_model: Path | None = None
-    for recipe in RECIPES:
+    for recipe in args.recipes:
         overrides: dict[str, Any] = {"firmware": {"output_dir": args.output_dir}}
         if recipe == "calo_conv.yaml" and teacher_model is not None and teacher_model.is_file():
             # the student learns the teacher this run just built, instead of training it a second time
