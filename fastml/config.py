@@ -197,6 +197,9 @@ class VerifyConfig(_Strict):
 
     samples: int = Field(10_000, gt=0)
     rtl_sim: bool = True  # verilator simulation of RTL (rtl backend)
+    # da4ml's logic compiled to vectorised C++ (rtl backend): fast for millions of events, but g++ takes from
+    # seconds to tens of minutes on large logic, so it is asked for, not default (fastml.compiled_emulator)
+    compiled_emulator: bool = False
 
 
 ResourceBudget = int | str

@@ -306,7 +306,7 @@ def test_saved_hgq2_conv_recipe_builds_bit_exact(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_float_model_quantize_recipe_trains_and_builds_rtl_bit_exact(tmp_path: Path) -> None:
     _, report = _build("byo_float_quantize.yaml", tmp_path, quick=True)
-    assert set(report.verification) == {"emulator", "compiled_emulator", "rtl_sim"}
+    assert set(report.verification) == {"emulator", "rtl_sim"}
     assert all(v.mismatches == 0 for v in report.verification.values())
     assert report.model["selection"]["source"] == "quantised from a float model"
     assert report.accuracy.float is not None and report.ebops is not None

@@ -52,7 +52,8 @@ def rtl_config(**firmware):
     fw = {"backend": "rtl", "clock_period_ns": CLOCK_NS, **firmware}
     rtl_sim = fw.pop("rtl_sim", True)
     return parse_config({"name": "tiny_rtl", "model": {"kind": "mlp", "mlp": {"hidden": [8]}}, "firmware": fw,
-                         "verify": {"samples": N_EVENTS, "rtl_sim": rtl_sim}}, "tiny_rtl.yaml")
+                         "verify": {"samples": N_EVENTS, "rtl_sim": rtl_sim, "compiled_emulator": True}},
+                        "tiny_rtl.yaml")
 
 
 @pytest.fixture(scope="module")

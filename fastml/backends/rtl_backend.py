@@ -74,8 +74,9 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     """Write the da4ml RTL of ``trained`` under ``project_dir / "firmware"`` and prepare its simulations.
 
     Guarantees: ``simulators["emulator"]`` is da4ml's bit-exact interpreter of the traced logic;
-    ``simulators["compiled_emulator"]`` the same logic compiled to integer C++ (``fastml.compiled_emulator``;
-    when an operation has no compiled form, ``info["compiled_emulator"]`` says ``"not run: <why>"``);
+    ``simulators["compiled_emulator"]`` (only when ``verify.compiled_emulator``) the same logic compiled to
+    integer C++ (``fastml.compiled_emulator``; when it is off or an operation has no compiled form,
+    ``info["compiled_emulator"]`` says ``"not run: <why>"``);
     ``simulators["rtl_sim"]`` (only when ``verify.rtl_sim`` and it can run) is the verilator
     simulation of the generated RTL, reading outputs ``latency.cycles`` clocks after the inputs; when
     it cannot run, ``info["rtl_sim"]`` says ``"not run: <why>"``. A missing or broken verilator raises
@@ -126,15 +127,18 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     from .. import compiled_emulator
 
     t0 = time.perf_counter()
-    try:
-        emu = compiled_emulator.build(comb, firmware_dir / "compiled_emulator")
-    except compiled_emulator.UnsupportedLogic as err:
-        info["compiled_emulator"] = f"{NOT_RUN}: {err}"
+    if not cfg.verify.compiled_emulator:
+        info["compiled_emulator"] = f"{NOT_RUN}: verify.compiled_emulator is false"
     else:
-        simulators["compiled_emulator"] = emu
-        info["compiled_emulator"] = (f"g++ {' '.join(emu.flags)}, "
-                                     f"cache {'hit' if emu.cache_hit else 'miss'}")
-    timings["compiled_emulator_compile"] = time.perf_counter() - t0
+        try:
+            emu = compiled_emulator.build(comb, firmware_dir / "compiled_emulator")
+        except compiled_emulator.UnsupportedLogic as err:
+            info["compiled_emulator"] = f"{NOT_RUN}: {err}"
+        else:
+            simulators["compiled_emulator"] = emu
+            info["compiled_emulator"] = (f"g++ {' '.join(emu.flags)}, "
+                                         f"cache {'hit' if emu.cache_hit else 'miss'}")
+        timings["compiled_emulator_compile"] = time.perf_counter() - t0
 
     if not cfg.verify.rtl_sim:
         info["rtl_sim"] = f"{NOT_RUN}: verify.rtl_sim is false"
