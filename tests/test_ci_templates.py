@@ -205,3 +205,31 @@ def test_check_all_with_nothing_to_check_fails(fastml_wrapper, tmp_path):
     done = run_check_all(fastml_wrapper, str(tmp_path / "hls_projects"), "", str(tmp_path / "out"))
     assert done.returncode == 1 and "nothing was checked" in done.stderr
     assert run_check_all(fastml_wrapper, str(tmp_path / "missing")).returncode == 2
+
+
+def _build_loop(name: str) -> str:
+    """The shell text of a template's step that builds every config."""
+    doc = yaml.safe_load(TEMPLATES[name].read_text())
+    loops = [s for s in _strings(doc) if "for cfg in configs/" in s]
+    assert len(loops) == 1, f"{name}: expected one build loop, found {len(loops)}"
+    return loops[0]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_build_loop_builds_recipes_and_skips_scan_recipes(name, tmp_path):
+    """Every build recipe in configs/ is built, a scan recipe is not (``fastml build`` would reject it)."""
+    bin_dir, configs = tmp_path / "bin", tmp_path / "configs"
+    bin_dir.mkdir()
+    configs.mkdir()
+    (configs / "tagger.yaml").write_text("name: tagger\nmodel: {kind: mlp}\n")
+    (configs / "tagger_scan.yaml").write_text("name: tagger_scan\nbase: tagger.yaml\nscan:\n  grid: {}\n")
+    log = tmp_path / "calls.txt"
+    fake = bin_dir / "fastml"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(log))}\n')
+    fake.chmod(0o755)
+    # GitLab runs scripts with sh, GitHub Actions with bash: sh covers the stricter of the two.
+    done = subprocess.run(["sh", "-e", "-c", _build_loop(name)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert log.read_text().splitlines() == ["build configs/tagger.yaml"]
+    assert "skipping configs/tagger_scan.yaml" in done.stdout
