@@ -37,7 +37,8 @@ def csim_cache_env(ctx: Context) -> dict[str, str]:
     return {CACHE_ENV: str(ctx.workdir / "csim-cache")}
 
 
-def run_build(ctx: Context, config: Path, tag: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_build(ctx: Context, config: Path, tag: str, overrides: dict[str, Any] | None = None,
+              timeout_s: float = 1500) -> dict[str, Any]:
     """Build ``config`` in a child process into ``ctx.workdir/tag``; returns the child's JSON plus
     ``wall_s`` and ``max_rss_mib`` (wait4). Raises ``RuntimeError`` with the child's last line on failure."""
     out_json = ctx.workdir / f"{tag}.build.json"
@@ -45,7 +46,7 @@ def run_build(ctx: Context, config: Path, tag: str, overrides: dict[str, Any] | 
            "--output-dir", str(ctx.workdir / tag), "--overrides", json.dumps(overrides or {})]
     if ctx.quick:
         cmd.append("--quick")
-    res = run_child(cmd, cwd=REPO_ROOT, env={**os.environ, **csim_cache_env(ctx)}, timeout_s=1500)
+    res = run_child(cmd, cwd=REPO_ROOT, env={**os.environ, **csim_cache_env(ctx)}, timeout_s=timeout_s)
     (ctx.workdir / f"{tag}.build.log").write_text(res.stdout + "\n" + res.stderr)
     if res.returncode != 0 or not out_json.is_file():
         from .core import last_line
