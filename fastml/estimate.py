@@ -154,7 +154,7 @@ def yosys_resources(verilog_files: Sequence[Path | str], top: str, part: str = "
         raise ToolError(f"yosys: no Verilog files given for top module {top!r}")
     with tempfile.TemporaryDirectory(prefix="fastml-yosys-") as tmp:
         stat_json = Path(tmp) / "stat.json"
-        script = (f"read_verilog -defer {' '.join(files)}; "
+        script = (f"read_verilog -defer {' '.join(files)}; {_rom_style_fix(files, top)}"
                   f"synth_xilinx -family {yosys_family(part)} -top {top} -flatten -noiopad; "
                   f"tee -q -o {stat_json} stat -json")
         t0 = time.perf_counter()
@@ -179,6 +179,19 @@ def yosys_resources(verilog_files: Sequence[Path | str], top: str, part: str = "
     res.family = yosys_family(part)  # type: ignore[attr-defined]
     res.wall_s = round(wall, 2)  # type: ignore[attr-defined]
     return res
+
+
+def _rom_style_fix(files: Sequence[str], top: str) -> str:
+    """Yosys commands that drop ``rom_style`` attributes, for designs that set one (else "").
+
+    da4ml's ``lookup_table.v`` (the LUT network's tables, softmax tables) marks its ROM
+    ``(* rom_style = (BW_IN <= 999) ? "distributed" : "block" *)``; with it yosys 0.23's synth_xilinx stops
+    with "no valid mapping found for memory ...lut_rom" (tables of 64 to 1 024 entries tried). Without the
+    attribute yosys maps the ROM to LUTs (LUT6/MUXF7-9 logic), which is what a distributed ROM is on the FPGA.
+    """
+    if not any("rom_style" in Path(f).read_text(errors="replace") for f in files):
+        return ""
+    return f"hierarchy -top {top}; setattr -unset rom_style; "
 
 
 def yosys_version() -> str:

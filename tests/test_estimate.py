@@ -97,6 +97,26 @@ def test_yosys_failure_is_a_one_line_tool_error(tmp_path):
     assert "\n" not in str(err.value) and "yosys" in str(err.value) and str(log) in str(err.value)
 
 
+def test_yosys_maps_da4ml_table_roms_to_luts(tmp_path):
+    """da4ml's lookup_table.v (LUT networks, softmax) synthesises: its rom_style attribute stopped yosys 0.23's
+    synth_xilinx ("no valid mapping found for memory"); fastml drops it for designs that set it, and only there."""
+    if find_yosys() is None:
+        pytest.skip("yosys not installed (/usr/bin/yosys absent): apt-get install yosys")
+    import da4ml
+
+    from fastml.estimate import _rom_style_fix
+
+    rom = Path(da4ml.__file__).parent / "codegen" / "rtl" / "verilog" / "source" / "lookup_table.v"
+    # 64 entries of 6 bits: entry i holds (7 * i) mod 64, so every output bit depends on the address
+    (tmp_path / "t.mem").write_text("".join(f"{(7 * i) % 64:02x}\n" for i in range(64)))
+    top = tmp_path / "top.v"
+    top.write_text("module top(input [5:0] a, output [5:0] y);\n"
+                   "  lookup_table #(.BW_IN(6), .BW_OUT(6), .MEM_FILE(\"t.mem\")) u (.in(a), .out(y));\nendmodule\n")
+    res = yosys_resources([top, rom], "top", workdir=tmp_path)
+    assert res.lut > 0 and res.bram == 0 and res.dsp == 0
+    assert _rom_style_fix([str(top), str(rom)], "top") and _rom_style_fix([str(top)], "top") == ""
+
+
 def test_missing_yosys_is_a_tool_error(monkeypatch, tmp_path):
     import fastml.tools as tools
 
