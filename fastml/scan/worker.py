@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 #: Environment of every worker process (LocalCluster: set before the process starts). One thread per
-#: worker for XLA/BLAS: the cluster already runs one point per core, so more threads only fight over cores.
+#: worker for BLAS/OpenMP: the cluster already runs one point per core, so more threads only fight over cores.
+#: The XLA flags hold for older jaxlib only: JAX 0.10's CPU runtime still spreads a point over several
+#: threads (measured: benchmarks/README.md, group scan); only the CPU affinity mask bounds it.
 WORKER_ENV = {
     "KERAS_BACKEND": "jax",
     "OMP_NUM_THREADS": "1",
