@@ -62,12 +62,56 @@ def trace_keras(keras_model: Any) -> Any:
     from da4ml.converter import trace_model
     from da4ml.trace import HWConfig, comb_trace
 
+    why = untraceable_quantiser(keras_model)
+    if why:
+        raise FastmlError(f"da4ml cannot trace this model: {why}")
     try:
         inp, out = trace_model(keras_model, HWConfig(1, -1, -1))
     except (NotImplementedError, AssertionError, ValueError, KeyError, TypeError) as err:
-        msg = " ".join(str(err).split()) or type(err).__name__
+        msg = " ".join(str(err).split())
+        if not msg:  # a bare assert inside da4ml: say where, "AssertionError" alone tells a user nothing
+            import traceback
+
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            msg = f"{type(err).__name__} in da4ml's {frame.name} ({Path(frame.filename).name}:{frame.lineno})"
         raise FastmlError(f"da4ml cannot trace this model: {msg}") from None
     return comb_trace(inp, out)
+
+
+#: Rounding modes da4ml 0.5's tracer implements (``FixedVariable.quantize``); others fail a bare assert there.
+_DA4ML_ROUND_MODES = ("TRN", "RND")
+
+
+def untraceable_quantiser(keras_model: Any) -> str | None:
+    """Why da4ml 0.5 cannot trace ``keras_model``'s data quantisers, or None.
+
+    da4ml traces only truncation/half-up rounding, and the model's first quantiser (on the raw input) only
+    with wrap-around overflow; imported QKeras/QONNX models round half to even and saturate their input, which
+    da4ml rejects with a bare ``assert`` — this says so in words instead.
+    """
+    from hgq.layers import Quantizer
+
+    first = True
+    for layer in getattr(keras_model, "layers", []):
+        candidates = [("", layer)] if isinstance(layer, Quantizer) else []
+        if getattr(layer, "enable_iq", False):
+            candidates.append((" (input quantiser)", layer.iq))
+        if getattr(layer, "enable_oq", False):
+            candidates.append((" (output quantiser)", layer.oq))
+        for role, q in candidates:
+            inner = getattr(q, "quantizer", None)
+            round_mode, overflow = getattr(inner, "round_mode", None), getattr(inner, "overflow_mode", None)
+            if round_mode is None:
+                continue
+            if round_mode not in _DA4ML_ROUND_MODES:
+                return (f"layer {layer.name!r}{role} rounds with {round_mode}"
+                        + (" (half to even, as QKeras and QONNX do)" if round_mode == "RND_CONV" else "")
+                        + f"; da4ml 0.5 implements only {' and '.join(_DA4ML_ROUND_MODES)} rounding")
+            if first and overflow != "WRAP":
+                return (f"layer {layer.name!r}{role} quantises the model input with {overflow} overflow; da4ml 0.5 "
+                        "traces only a wrap-around (WRAP) quantiser on the input")
+            first = False
+    return None
 
 
 def pipeline(comb: Any, cutoff: float) -> Any:
