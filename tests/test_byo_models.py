@@ -249,6 +249,125 @@ def test_qkeras_quantisers_fastml_cannot_reproduce_are_refused(change: dict, exp
     assert (q.k, q.i, q.f) == (0, 2, 4)
 
 
+def test_qkeras_folded_batchnorm_rebuild_reproduces_qkeras_predictions() -> None:
+    """QConv2DBatchnorm (QKeras 0.9.0, trained 4 epochs: moving variances 0.23-4.4) rebuilt with the folded,
+    quantised kernel and bias: QKeras's own predictions on 10 000 events, every output equal."""
+    from fastml.config import DataConfig
+    from fastml.data import load_data
+    from fastml.models.qkeras_model import read_h5, rebuild_hgq
+
+    data = load_data(DataConfig(source="builtin:jets_constituents", n_particles=8), REPO)
+    y_qkeras, x_sha = _golden("qkeras_conv_bn")
+    x = np.ascontiguousarray(data.x_test[: len(y_qkeras)], dtype=np.float32)
+    assert hashlib.sha256(x.tobytes()).hexdigest() == x_sha, "not the events QKeras predicted"
+    config, weights = read_h5(QKERAS / "qkeras_conv_bn.h5")
+    variance = weights["conv_bn"].named("moving_variance")
+    assert variance is not None and float(np.abs(variance - 1).max()) > 0.5  # the fold is not a no-op
+    model, notes = rebuild_hgq(config, weights, "qkeras_conv_bn")
+    assert any("conv_bn: QConv2DBatchnorm -> HGQ2 QConv2D (batch norm folded" in n for n in notes)
+    y = model.predict(x, batch_size=8192, verbose=0)
+    assert len(y) >= 10_000 and int(np.count_nonzero(y != y_qkeras)) == 0
+
+
+def test_da4ml_estimate_of_a_qkeras_model_says_why_it_cannot_run() -> None:
+    """da4ml 0.5 fails a bare ``assert`` on half-to-even rounding; fastml says so in words before tracing."""
+    from fastml.errors import FastmlError
+    from fastml.estimate import trace_keras, untraceable_quantiser
+    from fastml.models.qkeras_model import read_h5, rebuild_hgq
+
+    model, _ = rebuild_hgq(*read_h5(QKERAS / "qkeras_mlp.h5"), "qkeras_mlp")
+    why = untraceable_quantiser(model)
+    assert why is not None and "'input_q'" in why and "RND_CONV" in why and "half to even" in why
+    with pytest.raises(FastmlError) as err:
+        trace_keras(model)
+    assert "AssertionError" not in _one_line(err) and "RND_CONV" in str(err.value)
+    assert untraceable_quantiser(_hgq_model()) is None  # HGQ2's own defaults trace
+
+
+def _standalone_bn(**bn_config) -> tuple[dict, dict]:
+    """The committed QDense -> QBatchNormalization model's config and weights, the batch norm's config changed."""
+    from fastml.models.qkeras_model import read_h5
+
+    config, weights = read_h5(QKERAS / "qkeras_standalone_bn.h5")
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "QBatchNormalization":
+            layer["config"].update(bn_config)
+    return config, weights
+
+
+def test_qkeras_standalone_batchnorm_with_po2_quantisers_is_refused(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"kind": "qkeras", "path": str(QKERAS / "qkeras_standalone_bn.h5")},
+                     "builtin:jets_hlf")
+    with pytest.raises(ConfigError) as err:
+        _train(recipe)  # the real QKeras file: QBatchNormalization with its default po2 quantisers
+    msg = _one_line(err)
+    assert "'bn1' (QBatchNormalization) after 'fc1'" in msg and "power of two" in msg
+    assert "QDenseBatchnorm" in msg
+
+
+def test_qkeras_standalone_batchnorm_non_po2_scale_is_refused_naming_the_channel() -> None:
+    from fastml.models.qkeras_model import rebuild_hgq
+
+    no_quantisers = {f"{r}_quantizer": None for r in ("gamma", "beta", "mean", "variance")}
+    config, weights = _standalone_bn(**no_quantisers)
+    with pytest.raises(ConfigError) as err:
+        rebuild_hgq(config, weights, "bn.h5")
+    msg = _one_line(err)
+    assert "'bn1'" in msg and "not a power of two" in msg and "channel 0" in msg and "epsilon=0.001" in msg
+
+
+def test_qkeras_standalone_batchnorm_with_po2_scale_is_folded_exactly() -> None:
+    """Variance + epsilon powers of four and gamma powers of two: QKeras's float32 x * inv + (beta - mean * inv)
+    is exact, so the batch norm folds into fc1; checked against that formula evaluated in float32 as TensorFlow
+    does (tf.nn.batch_normalization), on 20 000 events."""
+    from fastml.models.qkeras_model import FixedQ, rebuild_hgq
+
+    no_quantisers = {f"{r}_quantizer": None for r in ("gamma", "beta", "mean", "variance")}
+    config, weights = _standalone_bn(epsilon=0.0, **no_quantisers)
+    names = weights["bn1"].names
+    rng = np.random.default_rng(3)
+    values = {"gamma": 2.0 ** rng.integers(-1, 2, 8), "beta": rng.integers(-16, 16, 8) / 8.0,
+              "moving_mean": rng.integers(-16, 16, 8) / 16.0, "moving_variance": 4.0 ** rng.integers(-1, 2, 8)}
+    for i, name in enumerate(names):
+        key = name.split("/")[-1].split(":")[0]
+        weights["bn1"][i] = np.asarray(values[key], np.float32)
+    model, notes = rebuild_hgq(config, weights, "bn.h5")
+    assert any("bn1: QBatchNormalization folded exactly into fc1" in n for n in notes)
+    assert "bn1" not in [layer.name for layer in model.layers]
+
+    x = rng.normal(0, 2, (20_000, 16)).astype(np.float32)
+    q_in, q_w, q_relu = FixedQ(1, 4, 5, "SAT"), FixedQ(1, 0, 5, "SAT"), FixedQ(0, 0, 6, "SAT")
+    w1, b1 = (q_w.qkeras_quantize(a) for a in weights["fc1"])
+    w2, b2 = (q_w.qkeras_quantize(a) for a in weights["output"])
+    h = (q_in.qkeras_quantize(x) @ w1 + b1).astype(np.float32)
+    inv = (np.float32(1) / np.sqrt(values["moving_variance"].astype(np.float32)) * values["gamma"]).astype(np.float32)
+    h = (h * inv + (values["beta"] - values["moving_mean"] * inv).astype(np.float32)).astype(np.float32)
+    y = (q_relu.qkeras_quantize(h) @ w2 + b2).astype(np.float32)
+    assert int(np.count_nonzero(model.predict(x, batch_size=8192, verbose=0) != y)) == 0
+
+
+def test_qkeras_folded_kernel_on_a_rounding_tie_is_refused() -> None:
+    """A folded weight exactly on a quantisation step's midpoint: TensorFlow's inexact rsqrt decides which way
+    QKeras rounds it, so the import must refuse rather than guess."""
+    from fastml.models.qkeras_model import read_h5, rebuild_hgq
+
+    config, weights = read_h5(QKERAS / "qkeras_conv_bn.h5")
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "QConv2DBatchnorm":
+            layer["config"]["epsilon"] = 0.0
+    w = weights["conv_bn"]
+    for i, name in enumerate(w.names):
+        if name.endswith(("gamma:0", "moving_variance:0")):
+            w[i] = np.ones_like(w[i])
+        if name.endswith("/kernel:0"):
+            w[i] = w[i].copy()
+            w[i][0, 0, 0, 0] = 3 / 64  # kernel quantiser quantized_bits(8, 2): steps of 1/32, 3/64 a midpoint
+    with pytest.raises(ConfigError) as err:
+        rebuild_hgq(config, weights, "tie.h5")
+    msg = _one_line(err)
+    assert "'conv_bn' (QConv2DBatchnorm)" in msg and "kernel[0, 0, 0, 0]" in msg and "rsqrt" in msg
+
+
 def test_qkeras_truncated_file_and_rtl_backend_give_one_line(tmp_path: Path) -> None:
     cut = tmp_path / "cut.h5"
     data = (QKERAS / "qkeras_mlp.h5").read_bytes()
@@ -293,6 +412,31 @@ def test_qkeras_recipe_firmware_matches_qkeras_bit_for_bit(tmp_path: Path) -> No
         y_ref = v["y_ref"]  # what the C-simulation reproduced with 0 mismatches
     assert int(np.count_nonzero(y_ref != y_qkeras[: len(y_ref)])) == 0
     assert (project / "model" / "source_model.h5").is_file()
+
+
+@pytest.mark.slow
+def test_qkeras_folded_batchnorm_firmware_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
+    """hls4ml C-simulation of the imported QConv2DBatchnorm model on 10 000 events: zero mismatches, and the
+    outputs it reproduced are QKeras's own predictions."""
+    import yaml
+
+    from fastml.cli import main
+    from fastml.report import load_report
+
+    recipe = tmp_path / "byo_qkeras_conv_bn.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "byo_qkeras_conv_bn", "data": {"source": "builtin:jets_constituents", "n_particles": 8},
+        "model": {"kind": "qkeras", "path": str(QKERAS / "qkeras_conv_bn.h5")},
+        "firmware": {"backend": "hls4ml", "strategy": "latency", "yosys": False},
+        "verify": {"samples": 10_000}, "budgets": {"max_mismatches": 0}}))
+    assert main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    project = tmp_path / "out" / "byo_qkeras_conv_bn"
+    report = load_report(project)
+    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
+    y_qkeras, _ = _golden("qkeras_conv_bn")
+    with np.load(project / "model" / "verify_inputs.npz") as v:
+        assert int(np.count_nonzero(v["y_ref"] != y_qkeras[: len(v["y_ref"])])) == 0
+    assert "RND_CONV" in report.checks["da4ml_estimate"]  # why da4ml has no estimate, in words
 
 
 @pytest.mark.slow

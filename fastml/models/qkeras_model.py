@@ -13,13 +13,21 @@ network from HGQ2 layers with fixed (non-trainable) quantisers that compute what
   in HGQ2 layers whose weight quantisers hold those values exactly; no input quantiser (the preceding
   ``QActivation`` is one). QKeras sums in float32: the import checks that every sum is exact there
   (fewer than 24 significant bits), so HGQ2 (also float32) and the firmware (exact fixed point) agree.
+- ``QDenseBatchnorm`` / ``QConv2DBatchnorm`` (batch norm folded in training): at inference QKeras quantises the
+  folded kernel ``gamma / sqrt(var + eps) * kernel`` with the kernel quantiser and the folded bias
+  ``inv * (bias - mean) + beta`` with the bias quantiser, in float32; fastml computes the same for every
+  float32 value TensorFlow's inexact ``rsqrt`` could give and refuses if the quantised result is not the same
+  for all (``fold_batchnorm_layer``). The result is a plain HGQ2 ``QDense`` / ``QConv2D``.
+- A standalone ``QBatchNormalization`` right after a ``QDense`` / ``QConv`` without activation is folded into it
+  when QKeras's float32 ``x * inv + (beta - mean * inv)`` is exact (``inv`` a power of two, quantized_bits or no
+  parameter quantisers); otherwise refused saying why (``fold_standalone_batchnorm``).
 - ``QActivation`` -> an HGQ2 ``Quantizer`` layer; ``Flatten``, ``Reshape``, ``Dropout``, ``MaxPooling``,
   ``ReLU`` pass through.
 
 Refused with one line naming the layer and the quantiser (never approximated): ``alpha`` other than 1
 (``"auto"``, ``"auto_po2"``, or no alpha on a kernel quantiser, which QKeras turns into ``auto_po2``),
-stochastic rounding, ``qnoise_factor`` below 1, po2/binary/ternary quantisers, a ``QBatchNormalization``
-(QKeras computes it in floating point), float layers with weights, a float (unquantised) model input,
+stochastic rounding, ``qnoise_factor`` below 1, po2/binary/ternary quantisers, a ``QBatchNormalization`` that
+cannot be folded exactly (QKeras computes it in float32), float layers with weights, a float (unquantised) model input,
 float activations other than ReLU (e.g. a final softmax), branching graphs.
 
 Backend: hls4ml only. QKeras rounds half to even; da4ml 0.5 (the rtl backend) rounds only by truncation
@@ -171,6 +179,22 @@ def parse_quantizer(spec: Any, where: str, layer: str, role: str) -> FixedQ:
 # ------------------------------------------------------------------------------------------ reading the file
 
 
+class LayerWeights(list):
+    """A layer's weight arrays in file order, with their names (``conv_bn/batch_normalization/gamma:0``)."""
+
+    def __init__(self, arrays: list[np.ndarray], names: list[str]) -> None:
+        super().__init__(arrays)
+        self.names = names
+
+    def named(self, suffix: str) -> np.ndarray | None:
+        """The array whose name ends in ``/<suffix>:0`` (folded layers store the batch norm's after the kernel's
+        in an order that differs between versions), or None."""
+        for name, array in zip(getattr(self, "names", []), self, strict=False):
+            if name.split(":")[0].endswith("/" + suffix):
+                return array
+        return None
+
+
 def read_h5(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """(model config, {layer name: weights in order}) of a Keras 2 ``.h5``; ``ConfigError`` naming the file."""
     why = sniff_not_a_model(path, _EXPECTED)
@@ -187,8 +211,9 @@ def read_h5(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
             weights: dict[str, list[np.ndarray]] = {}
             group = f["model_weights"] if "model_weights" in f else f
             for name in group:
-                names = group[name].attrs.get("weight_names", [])
-                weights[name] = [np.asarray(group[name][n.decode() if isinstance(n, bytes) else n]) for n in names]
+                names = [n.decode() if isinstance(n, bytes) else str(n)
+                         for n in group[name].attrs.get("weight_names", [])]
+                weights[name] = LayerWeights([np.asarray(group[name][n]) for n in names], names)
     except ConfigError:
         raise
     except (OSError, KeyError, ValueError) as err:  # truncated / corrupt HDF5, a dangling weight name, bad JSON
@@ -238,6 +263,155 @@ def _exact_sum_check(where: str, layer: str, acc: _Range) -> None:
                           "are rounded and no firmware reproduces them exactly; use narrower quantisers")
 
 
+#: QKeras layers that fold a batch normalisation into their kernel and bias, and the plain layer they become.
+_FOLDED = {"QDenseBatchnorm": "QDense", "QConv2DBatchnorm": "QConv2D"}
+_WEIGHTED = ("QDense", "QConv1D", "QConv2D", *_FOLDED)
+#: TensorFlow's float32 rsqrt (Eigen) is not correctly rounded: measured within 2 units in the last place of the
+#: correctly rounded value on CPU; every float32 within this many is tried, so the result never depends on which.
+_RSQRT_ULPS = 8
+
+
+def _float32_neighbours(x: np.ndarray, ulps: int) -> list[np.ndarray]:
+    """``x`` (float32) and the float32 values up to ``ulps`` steps below and above it, element-wise."""
+    out, down, up = [x], x, x
+    for _ in range(ulps):
+        down, up = np.nextafter(down, np.float32(-np.inf)), np.nextafter(up, np.float32(np.inf))
+        out += [down, up]
+    return out
+
+
+def _bn_params(where: str, name: str, cls: str, c: dict[str, Any], w: list[np.ndarray], rank: int
+               ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray, np.float32]:
+    """(gamma or None, beta or None, moving mean, moving variance, epsilon) of a batch norm, checked to be the
+    plain per-channel (last axis of a ``rank``-dimensional tensor, batch included) inference form."""
+    axis = c.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis not in (-1, rank - 1) or c.get("renorm") or c.get("virtual_batch_size"):
+        raise ConfigError(f"{where}: layer {name!r} ({cls}): only a batch norm over the last (channel) axis, without "
+                          "renorm or virtual batches, is imported")
+    named = getattr(w, "named", lambda _suffix: None)
+    gamma = named("gamma") if c.get("scale", True) else None
+    beta = named("beta") if c.get("center", True) else None
+    mean, variance = named("moving_mean"), named("moving_variance")
+    if mean is None or variance is None or (c.get("scale", True) and gamma is None) or (
+            c.get("center", True) and beta is None):
+        raise ConfigError(f"{where}: layer {name!r} ({cls}): the file lacks its batch-norm weights (gamma, beta, "
+                          "moving_mean, moving_variance); truncated or foreign file?")
+    f32 = np.float32
+    return (None if gamma is None else gamma.astype(f32), None if beta is None else beta.astype(f32),
+            mean.astype(f32), variance.astype(f32), f32(c.get("epsilon", 1e-3)))
+
+
+def fold_batchnorm_layer(where: str, name: str, cls: str, c: dict[str, Any], w: list[np.ndarray], kq: FixedQ,
+                         bq: FixedQ) -> tuple[np.ndarray, np.ndarray]:
+    """The quantised kernel and bias QKeras's ``QDenseBatchnorm`` / ``QConv2DBatchnorm`` apply at inference.
+
+    QKeras (0.9.0 ``qconv2d_batchnorm.py``, and ``qdense_batchnorm.py`` after it), float32, either folding mode::
+
+        inv = rsqrt(moving_variance + epsilon) * gamma
+        kernel_q = kernel_quantizer(inv * kernel)
+        bias_q = bias_quantizer(inv * (bias - moving_mean) + beta)
+
+    TensorFlow's rsqrt is not correctly rounded, so this is computed for every float32 ``rsqrt`` within
+    ``_RSQRT_ULPS`` of the exact one (and with the bias's multiply-add fused or not); the quantised values must be
+    the same for all of them, else the import fails naming the weight (QKeras's value would depend on TensorFlow's
+    float arithmetic, which fastml does not guess).
+    """
+    kernel = w.named("kernel") if hasattr(w, "named") else None
+    # a kernel's rank equals its output's (dense (in, out) -> (batch, out); conv2d (kh, kw, in, out) -> 4 axes)
+    gamma, beta, mean, variance, eps = _bn_params(where, name, cls, c, w, 2 if kernel is None else kernel.ndim)
+    if kernel is None:
+        raise ConfigError(f"{where}: layer {name!r} ({cls}): the file has no kernel for it; truncated or foreign file?")
+    kernel = kernel.astype(np.float32)
+    bias = w.named("bias") if c.get("use_bias", True) else None
+    bias = np.zeros_like(mean) if bias is None else bias.astype(np.float32)
+    shifted = (bias - mean).astype(np.float32)
+    exact_rsqrt = (1.0 / np.sqrt((variance + eps).astype(np.float64))).astype(np.float32)
+    kernels: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    for rsqrt in _float32_neighbours(exact_rsqrt, _RSQRT_ULPS):
+        inv = rsqrt if gamma is None else (rsqrt * gamma).astype(np.float32)
+        kernels.append(kq.qkeras_quantize((inv * kernel).astype(np.float32)))
+        plus_beta = np.float32(0) if beta is None else beta
+        separate = ((inv * shifted).astype(np.float32) + plus_beta).astype(np.float32)
+        fused = (inv.astype(np.float64) * shifted + plus_beta).astype(np.float32)
+        biases += [bq.qkeras_quantize(separate), bq.qkeras_quantize(fused)]
+    for role, values, flat_shape in (("kernel", kernels, kernel.shape), ("bias", biases, mean.shape)):
+        differs = np.zeros(flat_shape, bool)
+        for v in values[1:]:
+            differs |= v != values[0]
+        if differs.any():
+            where_first = tuple(int(i) for i in np.argwhere(differs)[0])
+            raise ConfigError(f"{where}: layer {name!r} ({cls}): the folded {role}{list(where_first)} lies within "
+                              "float32 rounding of a step of its quantiser, so QKeras's value depends on TensorFlow's "
+                              "inexact rsqrt; no firmware reproduces it for certain (retrain or change the quantiser)")
+    return kernels[0], biases[0]
+
+
+def _fixed_format(values: np.ndarray) -> FixedQ:
+    """The narrowest fixed-point format holding every value exactly (values already on a binary grid)."""
+    v = np.abs(values.astype(np.float64)).ravel()
+    f = 0
+    while f < 60 and np.any(v * 2.0 ** f != np.round(v * 2.0 ** f)):
+        f += 1
+    while f > -30 and np.all(v * 2.0 ** (f - 1) == np.round(v * 2.0 ** (f - 1))):
+        f -= 1
+    top = float(v.max(initial=0.0)) + 2.0 ** -f
+    return FixedQ(int(bool(np.any(values < 0))), max(math.ceil(math.log2(top)), -f + 1) if top > 0 else -f + 1, f,
+                  "SAT")
+
+
+def fold_standalone_batchnorm(where: str, name: str, c: dict[str, Any], w: list[np.ndarray], kernel: np.ndarray,
+                              bias: np.ndarray | None, previous: str, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``QBatchNormalization`` right after ``previous`` (a QDense/QConv without activation) folded into that
+    layer's kernel and bias, when that is exact; else a one-line ``ConfigError`` saying why.
+
+    QKeras computes ``x * inv + (beta - mean * inv)`` in float32 with ``inv = gamma * rsqrt(variance + epsilon)``
+    (``tf.nn.batch_normalization``, parameters through their quantisers). Exact in fixed point only when ``inv`` is
+    a power of two (the product then only shifts ``x``), i.e. ``variance + epsilon`` a power of four and ``gamma``
+    a power of two: then kernel * inv, bias * inv + (beta - mean * inv) is the folded layer. Returns (kernel, bias,
+    smallest inv) for the range check.
+    """
+    cls = "QBatchNormalization"
+    quantised: dict[str, np.ndarray | None] = {}
+    gamma, beta, mean, variance, eps = _bn_params(where, name, cls, c, w, rank)
+    for role, value in (("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", variance)):
+        spec = c.get(f"{role}_quantizer")
+        if value is None or spec is None:
+            quantised[role] = value
+            continue
+        qname, _ = _quantizer_spec(spec)
+        if qname != "quantized_bits":
+            raise ConfigError(f"{where}: layer {name!r} ({cls}) after {previous!r}: {role}_quantizer {qname}; "
+                              "fastml folds a standalone QBatchNormalization only when its scale "
+                              "gamma/sqrt(variance+epsilon) is exactly a power of two, with quantized_bits or no "
+                              "parameter quantisers; otherwise QKeras multiplies and rounds in float32, which no "
+                              "firmware reproduces: use QDenseBatchnorm / QConv2DBatchnorm (folded in training)")
+        quantised[role] = parse_quantizer(spec, where, name, f"{role}_quantizer").qkeras_quantize(value)
+    v = (quantised["variance"] + eps).astype(np.float32)
+    exponent = np.log2(v.astype(np.float64))
+    gamma_q = quantised["gamma"]
+    scale = (1.0 / np.sqrt(v.astype(np.float64))) * (1.0 if gamma_q is None else gamma_q.astype(np.float64))
+    log_scale = np.log2(np.abs(scale), where=scale != 0, out=np.full(scale.shape, 0.5))
+    po2 = (v > 0) & (exponent == np.round(exponent)) & (np.round(exponent) % 2 == 0) & (scale != 0) & (
+        log_scale == np.round(log_scale))
+    if not po2.all():
+        ch = int(np.argwhere(~po2)[0][0])
+        raise ConfigError(f"{where}: layer {name!r} ({cls}) after {previous!r}: its scale gamma/sqrt(variance+epsilon) "
+                          f"is {float(scale[ch]):.6g} on channel {ch} (epsilon={float(eps):g}), not a power of two, so "
+                          "QKeras multiplies and rounds in float32 and no firmware reproduces it exactly; use "
+                          "QDenseBatchnorm / QConv2DBatchnorm (folded in training)")
+    inv = scale.astype(np.float32)  # exact powers of two (rsqrt of a power of four is exact in TensorFlow too)
+    offset = (np.float32(0) if quantised["beta"] is None else quantised["beta"]) - (quantised["mean"] * inv)
+    offset = offset.astype(np.float32)  # TensorFlow rounds this in float32; it is a constant of the folded bias
+    folded_kernel = kernel.astype(np.float64) * inv
+    folded_bias = (0.0 if bias is None else bias.astype(np.float64) * inv) + offset.astype(np.float64)
+    if np.any(folded_bias.astype(np.float32) != folded_bias):
+        raise ConfigError(f"{where}: layer {name!r} ({cls}) after {previous!r}: the folded bias needs more than "
+                          "float32's 24 significant bits, so QKeras's float32 sum rounds it; no exact import")
+    return folded_kernel.astype(np.float32), folded_bias.astype(np.float32)
+
+
 def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], where: str) -> tuple[Any, list[str]]:
     """The HGQ2 model computing what the QKeras model computes, and a log of what each layer became."""
     from ..keras_backend import ensure_backend
@@ -255,7 +429,10 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
     x: Any = inputs
     state: _Range | None = None  # None: the float model input
     notes: list[str] = []
-    for layer in chain[1:]:
+    folded_into: dict[int, str] = {}  # chain index of a standalone QBatchNormalization -> the layer it went into
+    for index, layer in enumerate(chain):
+        if index == 0 or index in folded_into:
+            continue
         cls, c = layer.get("class_name"), layer.get("config", {})
         name = c.get("name", layer.get("name", "?"))
         if cls == "QActivation":
@@ -263,7 +440,7 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
             x = Quantizer(q.hgq_config("datalane"), name=name)(x)
             state = _Range(q.f, q.bound, True)
             notes.append(f"{name}: QActivation -> Quantizer(k={q.k}, i={q.i}, f={q.f}, RND_CONV, {q.overflow})")
-        elif cls in ("QDense", "QConv1D", "QConv2D"):
+        elif cls in _WEIGHTED:
             if state is None:
                 raise ConfigError(f"{where}: layer {name!r} ({cls}) takes the model's float input: QKeras computes it "
                                   "on unquantised floats, which no firmware reproduces exactly; expected a "
@@ -271,13 +448,22 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
             kq = parse_quantizer(c.get("kernel_quantizer"), where, name, "kernel_quantizer")
             use_bias = bool(c.get("use_bias", True))
             w = weights.get(name, [])
-            if len(w) != (2 if use_bias else 1):
+            if cls in _FOLDED:
+                if c.get("bias_quantizer") is None:
+                    raise ConfigError(f"{where}: layer {name!r} ({cls}) has no bias_quantizer: QKeras adds its folded "
+                                      "bias in float32, which fastml does not import; expected "
+                                      "bias_quantizer=quantized_bits(...)")
+                bq = parse_quantizer(c.get("bias_quantizer"), where, name, "bias_quantizer")
+                kernel, bias = fold_batchnorm_layer(where, name, cls, c, w, kq, bq)
+                use_bias = True
+            elif len(w) != (2 if use_bias else 1):
                 raise ConfigError(f"{where}: layer {name!r} ({cls}) has {len(w)} weight arrays in the file, expected "
                                   f"{2 if use_bias else 1} (truncated or foreign file?)")
-            kernel = kq.qkeras_quantize(w[0])
-            bias = None
-            bq = None
-            if use_bias:
+            else:
+                kernel = kq.qkeras_quantize(w[0])
+                bias = None
+                bq = None
+            if use_bias and cls not in _FOLDED:
                 if c.get("bias_quantizer") is None:
                     raise ConfigError(f"{where}: layer {name!r} ({cls}) has no bias_quantizer: QKeras adds a float32 "
                                       "bias, which fastml does not import; expected bias_quantizer=quantized_bits(...)")
@@ -295,25 +481,38 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
                 per_output = per_output + np.abs(bias.astype(np.float64))
             acc = _Range(max(state.f + kq.f, bq.f if bq else 0), float(per_output.max(initial=0.0)), False)
             _exact_sum_check(where, name, acc)
+            following = chain[index + 1] if index + 1 < len(chain) else {}
+            if following.get("class_name") == "QBatchNormalization" and act in ("linear", None):
+                bn_name = following.get("config", {}).get("name", following.get("name", "?"))
+                kernel, bias = fold_standalone_batchnorm(where, bn_name, following.get("config", {}),
+                                                         weights.get(bn_name, []), kernel, bias, name, kernel.ndim)
+                kq, bq, use_bias = _fixed_format(kernel), _fixed_format(bias), True
+                per_output = (np.abs(kernel.astype(np.float64)).reshape(-1, kernel.shape[-1]).sum(axis=0)
+                              * state.bound + np.abs(bias.astype(np.float64)))
+                acc = _Range(max(state.f + kq.f, bq.f), float(per_output.max(initial=0.0)), False)
+                _exact_sum_check(where, bn_name, acc)
+                folded_into[index + 1] = name
+                notes.append(f"{bn_name}: QBatchNormalization folded exactly into {name} (power-of-two scale)")
             common = {"use_bias": use_bias, "enable_iq": False, "activation": "relu" if act == "relu" else None,
                       "kq_conf": kq.hgq_config("weight"), "name": name}
             if bq is not None:
                 common["bq_conf"] = bq.hgq_config("bias")
-            if cls == "QDense":
-                new = QDense(int(c["units"]), **common)
+            if _FOLDED.get(cls, cls) == "QDense":
+                new = QDense(int(c["units"]), **common)  # QDenseBatchnorm: the folded kernel and bias
             else:
                 conv = {"filters": int(c["filters"]), "kernel_size": c["kernel_size"], "strides": c.get("strides", 1),
                         "padding": c.get("padding", "valid"), "dilation_rate": c.get("dilation_rate", 1)}
                 if c.get("data_format", "channels_last") != "channels_last" or int(c.get("groups", 1)) != 1:
                     raise ConfigError(f"{where}: layer {name!r} ({cls}): only channels_last, ungrouped convolutions "
                                       "are imported")
-                new = (QConv1D if cls == "QConv1D" else QConv2D)(**conv, **common)
+                new = (QConv1D if cls == "QConv1D" else QConv2D)(**conv, **common)  # QConv2DBatchnorm: folded
             x = new(x)
             new.kernel.assign(kernel)
             if bias is not None:
                 new.bias.assign(bias)
             state = _Range(acc.f, acc.bound, False)
-            notes.append(f"{name}: {cls} -> HGQ2 {type(new).__name__} "
+            notes.append(f"{name}: {cls} -> HGQ2 {type(new).__name__}"
+                         + (" (batch norm folded as QKeras does at inference)" if cls in _FOLDED else "") + " "
                          f"(kernel k={kq.k} i={kq.i} f={kq.f}" + (f", bias i={bq.i} f={bq.f}" if bq else "") + ")")
             if act_q is not None:
                 x = Quantizer(act_q.hgq_config("datalane"), name=f"{name}_activation")(x)
@@ -327,10 +526,16 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
             x = keras.layers.ReLU(name=name)(x)
         elif cls == "Activation" and c.get("activation") == "linear":
             continue
-        elif cls == "QBatchNormalization" or cls == "BatchNormalization":
-            raise ConfigError(f"{where}: layer {name!r} ({cls}): QKeras computes batch normalisation in floating "
-                              "point, which no firmware reproduces exactly; fold it into the preceding layer "
-                              "(e.g. QDenseBatchnorm / QConv2DBatchnorm folded weights) before exporting")
+        elif cls == "QBatchNormalization":
+            previous = chain[index - 1]
+            raise ConfigError(f"{where}: layer {name!r} ({cls}) follows {previous.get('class_name')} "
+                              f"{previous.get('config', {}).get('name')!r}, not a QDense/QConv without activation, so "
+                              "it cannot be folded and QKeras computes it in float32, which no firmware reproduces "
+                              "exactly; use QDenseBatchnorm / QConv2DBatchnorm (folded in training)")
+        elif cls == "BatchNormalization":
+            raise ConfigError(f"{where}: layer {name!r} ({cls}): a float batch normalisation, computed in floating "
+                              "point, which no firmware reproduces exactly; use QDenseBatchnorm / QConv2DBatchnorm "
+                              "(folded in training) before exporting")
         elif cls == "Activation":
             raise ConfigError(f"{where}: layer {name!r} (Activation {c.get('activation')!r}) is a float activation "
                               "that no firmware reproduces exactly; expected QActivation quantisers (a final "
