@@ -125,7 +125,8 @@ def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig,
     if fw.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
         try:
             if not hasattr(trained.model, "layers"):  # e.g. a QONNX graph
-                raise FastmlError(f"da4ml traces Keras models, not a {type(trained.model).__name__}")
+                what = "an ONNX graph" if trained.kind == "qonnx" else f"a {type(trained.model).__name__}"
+                raise FastmlError(f"da4ml traces Keras (HGQ2) models only; model.kind {trained.kind!r} gives {what}")
             resources, latency = estimate.da4ml_estimate(trained.model, cfg)
         except FastmlError as err:  # e.g. an imported model's rounding mode da4ml cannot trace: say why, go on
             report.checks["da4ml_estimate"] = f"not run: {err}"
