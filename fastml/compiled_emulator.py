@@ -43,7 +43,7 @@ CXX_FLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared", "-fopenmp", "-fno-gnu-uniq
 #: built here is never reused on a CPU without it.
 AVX2_FLAGS = ("-mavx2",)
 #: Bump when the generated code changes in a way the key (which hashes the source) does not capture.
-_FORMAT = 1
+_FORMAT = 2  # 2: int32 slots where every result fits
 
 
 class UnsupportedLogic(Exception):
@@ -57,15 +57,19 @@ def _kif(qint: Any) -> tuple[int, int, int]:
     return int(k), int(i), int(f)
 
 
-def _wrap(expr: str, k: int, w: int) -> str:
-    """Wrap ``expr`` into a ``w``-bit (signed when ``k``) integer, as the interpreter's ``quantize`` does."""
+def _wrap(expr: str, k: int, w: int, bits: int = 64) -> str:
+    """Wrap ``expr`` into a ``w``-bit (signed when ``k``) integer, as the interpreter's ``quantize`` does.
+
+    ``bits`` is the width the expression is computed in (64, or 32 on the int32 path).
+    """
     if w <= 0:
         return "0"
-    if w >= 64:
+    if w >= bits:
         return expr
     if k:  # sign-extend the low w bits
-        return f"((i64)((u64)({expr}) << {64 - w}) >> {64 - w})"
-    return f"(({expr}) & {(1 << w) - 1}LL)"
+        signed, unsigned = ("i64", "u64") if bits == 64 else ("i32", "u32")
+        return f"(({signed})(({unsigned})({expr}) << {bits - w}) >> {bits - w})"
+    return f"(({expr}) & {(1 << w) - 1}{'LL' if bits == 64 else ''})"
 
 
 def _shift(expr: str, by: int) -> str:
@@ -90,12 +94,76 @@ def _fits(qint_from: Any, kif_to: tuple[int, int, int]) -> bool:
     return bool(int_min <= lo and hi <= int_max)
 
 
-def generate_source(comb: Any, block: int = BLOCK) -> str:
-    """C++ source of ``fastml_emu(x, y, n, n_threads)`` computing ``comb`` bit-exactly for ``n`` events."""
+#: int32 slots when every operation's result has a magnitude of at most this (then 8 AVX2 lanes, not 4).
+I32_RESULT_BOUND = 1 << 30
+#: An operation is computed in int32 when every intermediate of its expression provably stays within this.
+I32_MAX = (1 << 31) - 1
+
+
+def _magnitude(kif: tuple[int, int, int]) -> int:
+    """Bound on ``|value|`` in LSB units of a value with this k, i, f: ``2**(i + f)`` (signed and unsigned)."""
+    k, i, f = kif
+    return 1 << max(i + f, 0) if k + i + f > 0 else 0
+
+
+def _int32_ok(comb: Any, i: int, kifs: list[tuple[int, int, int]], bound: list[int]) -> bool:
+    """Whether operation ``i`` can be computed in int32: every intermediate of its expression (operands scaled
+    by their shifts, sums, products, table indices, constants) is bounded by ``I32_MAX`` in magnitude.
+
+    The bounds come from da4ml's own intervals (``op.qint``), the same ones the wrap-elision of ``_fits`` trusts.
+    """
+    op = comb.ops[i]
+    code = op.opcode
+    f = kifs[i][2]
+    if code == -1:
+        return False  # the float -> integer conversion of an arbitrary input needs 64 bits before the wrap
+    if code in (0, 1):
+        f0, f1 = kifs[op.id0][2], kifs[op.id1][2]
+        actual = int(op.data) + f0 - f1
+        total = (bound[op.id0] + (bound[op.id1] << actual) if actual > 0
+                 else (bound[op.id0] << -actual) + bound[op.id1])
+        return total <= I32_MAX
+    if code in (2, 3, -2, -3):
+        return bound[op.id0] << max(f - kifs[op.id0][2], 0) <= I32_MAX
+    if code == 4:
+        c = abs(int(op.data))
+        return (bound[op.id0] << max(f - kifs[op.id0][2], 0)) + c <= I32_MAX
+    if code == 5:
+        return abs(int(op.data)) <= I32_MAX
+    if code == 6:
+        cond_id = op.data & 0xFFFFFFFF
+        mshift = (op.data >> 32) & 0xFFFFFFFF
+        mshift = mshift if mshift < 0x80000000 else mshift - 0x100000000
+        shift0, shift1 = f - kifs[op.id0][2], f - kifs[op.id1][2] + mshift
+        return (bound[cond_id] <= I32_MAX and bound[op.id0] << max(shift0, 0) <= I32_MAX
+                and bound[op.id1] << max(shift1, 0) <= I32_MAX)
+    if code == 7:
+        return bound[op.id0] * bound[op.id1] <= I32_MAX
+    if code == 8:
+        table = np.asarray(comb.lookup_tables[op.data].table)
+        kin, iin, fin = kifs[op.id0]
+        zero = -(1 << (kin + iin + fin - 1)) if kin else 0
+        offset = abs(zero + int(comb.lookup_tables[op.data]._get_pads(comb.ops[op.id0].qint)[0]))
+        return bound[op.id0] + offset <= I32_MAX and bool(np.abs(table.astype(np.int64)).max(initial=0) <= I32_MAX)
+    return False
+
+
+def generate_source(comb: Any, block: int = BLOCK, allow_int32: bool = True) -> str:
+    """C++ source of ``fastml_emu(x, y, n, n_threads)`` computing ``comb`` bit-exactly for ``n`` events.
+
+    When every operation's result fits in 31 bits (``I32_RESULT_BOUND``) and ``allow_int32``, the slots are
+    int32 (twice the SIMD lanes of int64) and each operation whose intermediates provably fit in int32
+    (``_int32_ok``) is computed in int32; the others are computed in int64 and their (fitting) result stored.
+    Otherwise every slot and operation is int64.
+    """
     ops = comb.ops
     n_in, n_out = comb.shape
     kifs = [_kif(op.qint) for op in ops]
     ref_count = comb.ref_count
+    live = [i for i in range(len(ops)) if ref_count[i] != 0]
+    bound = [_magnitude(kif) for kif in kifs]
+    int32_slots = allow_int32 and all(bound[i] <= I32_RESULT_BOUND for i in live)
+    slot_type = "i32" if int32_slots else "i64"
     never = len(ops)  # outputs are read after the last operation
     last_use = [-1] * len(ops)
     for i, op in enumerate(ops):
@@ -115,6 +183,7 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
     slot: dict[int, int] = {}
     free: list[int] = []
     n_slots = 0
+    n_narrow = 0
     body: list[str] = []
     tables: list[str] = []
     for i, op in enumerate(ops):
@@ -122,9 +191,17 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
             continue  # unused: the interpreter computes it, nothing reads it
         k, ii, f = kifs[i]
         w = k + ii + f
+        narrow = int32_slots and _int32_ok(comb, i, kifs, bound)
+        n_narrow += narrow
+        bits = 32 if narrow else 64
+        zero_lit = "0" if narrow else "(i64)0"
 
-        def v(idx: int) -> str:
-            return f"s[{slot[idx]}][j]"
+        def v(idx: int, narrow: bool = narrow) -> str:
+            # int64 operations read int32 slots widened, so every intermediate is computed in 64 bits
+            return f"s[{slot[idx]}][j]" if narrow or not int32_slots else f"(i64)s[{slot[idx]}][j]"
+
+        def lit(c: int, narrow: bool = narrow) -> str:
+            return f"{c}" if narrow else f"{c}LL"  # an LL literal would widen an int32 expression to int64
 
         code = op.opcode
         if code == -1:
@@ -146,12 +223,12 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
             if code < 0:
                 qint = type(qint)(-qint.max, -qint.min, qint.step)
             if not _fits(qint, kifs[i]):
-                q = _wrap(q, k, w)
-            expr = f"({src} < 0 ? (i64)0 : {q})" if abs(code) == 2 else q
+                q = _wrap(q, k, w, bits)
+            expr = f"({src} < 0 ? {zero_lit} : {q})" if abs(code) == 2 else q
         elif code == 4:
-            expr = f"({_shift(v(op.id0), f - kifs[op.id0][2])} + {int(op.data)}LL)"
+            expr = f"({_shift(v(op.id0), f - kifs[op.id0][2])} + {lit(int(op.data))})"
         elif code == 5:
-            expr = f"{int(op.data)}LL"
+            expr = lit(int(op.data))
         elif code == 6:
             cond_id = op.data & 0xFFFFFFFF
             mshift = (op.data >> 32) & 0xFFFFFFFF
@@ -163,9 +240,9 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
                 raise UnsupportedLogic(f"msb_mux operation {i} shifts both operands")
             wc = kc + ic + fc
             # the interpreter's MSB test: sign for signed, above 2**(w-2) for unsigned (its own rule, mirrored)
-            cond = f"({v(cond_id)} < 0)" if kc else f"({v(cond_id)} > {max(1 << max(wc - 2, 0), 0)}LL)"
-            a = _wrap(_shift(v(op.id0), shift0), k, w)
-            b = _wrap(_shift(v(op.id1), shift1), k, w)
+            cond = f"({v(cond_id)} < 0)" if kc else f"({v(cond_id)} > {lit(max(1 << max(wc - 2, 0), 0))})"
+            a = _wrap(_shift(v(op.id0), shift0), k, w, bits)
+            b = _wrap(_shift(v(op.id1), shift1), k, w, bits)
             expr = f"({cond} ? {a} : {b})"
         elif code == 7:
             expr = f"({v(op.id0)} * {v(op.id1)})"
@@ -176,10 +253,12 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
             zero = -(1 << (kin + iin + fin - 1)) if kin else 0
             name = f"T{len(tables)}"
             values = ",".join(str(int(t)) for t in np.asarray(table.table).ravel())
-            tables.append(f"static const i64 {name}[] = {{{values}}};")
-            expr = f"{name}[{v(op.id0)} - ({zero + pad_left}LL)]"
+            tables.append(f"static const {'i32' if narrow else 'i64'} {name}[] = {{{values}}};")
+            expr = f"{name}[{v(op.id0)} - ({lit(zero + pad_left)})]"
         else:
             raise UnsupportedLogic(f"da4ml opcode {code} (operation {i}) has no compiled form")
+        if int32_slots and not narrow:
+            expr = f"(i32)({expr})"  # computed in int64; the result itself fits (I32_RESULT_BOUND)
 
         # operands whose last reader is this operation give their slot back before the result takes one
         # (the loop reads and writes element j only, so the result may reuse an operand's slot)
@@ -209,7 +288,8 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
                     f"(double)({sign}s[{slot[idx]}][j]) * {scale!r};")
 
     n_slots = max(n_slots, 1)
-    return f"""// Generated by fastml.compiled_emulator from da4ml CombLogic ({len(ops)} operations, {n_slots} slots).
+    return f"""// Generated by fastml.compiled_emulator from da4ml CombLogic ({len(ops)} operations, {len(live)} live,
+// {n_slots} {slot_type} slots, {n_narrow} operations computed in int32).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -219,18 +299,22 @@ def generate_source(comb: Any, block: int = BLOCK) -> str:
 #endif
 typedef int64_t i64;
 typedef uint64_t u64;
+typedef int32_t i32;
+typedef uint32_t u32;
+typedef {slot_type} slot_t;
 constexpr int B = {block};
 constexpr int N_IN = {n_in};
 constexpr int N_OUT = {n_out};
 constexpr int N_SLOTS = {n_slots};
 {chr(10).join(tables)}
 
-static void run_block(const double *xb, i64 (*s)[B]) {{
+static void run_block(const double *xb, slot_t (*s)[B]) {{
 {chr(10).join(body)}
 }}
 
 extern "C" int fastml_emu_n_in() {{ return N_IN; }}
 extern "C" int fastml_emu_n_out() {{ return N_OUT; }}
+extern "C" int fastml_emu_slot_bits() {{ return (int)(8 * sizeof(slot_t)); }}
 
 extern "C" void fastml_emu(const double *x, double *y, long n, int n_threads) {{
     long n_blocks = (n + B - 1) / B;
@@ -239,9 +323,9 @@ extern "C" void fastml_emu(const double *x, double *y, long n, int n_threads) {{
 #pragma omp parallel num_threads(n_threads)
 #endif
     {{
-        std::vector<i64> slots((size_t)N_SLOTS * B);
+        std::vector<slot_t> slots((size_t)N_SLOTS * B);
         std::vector<double> xb((size_t)N_IN * B, 0.0);
-        i64 (*s)[B] = reinterpret_cast<i64 (*)[B]>(slots.data());
+        slot_t (*s)[B] = reinterpret_cast<slot_t (*)[B]>(slots.data());
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -280,6 +364,7 @@ class CompiledEmulator:
         self._lib.fastml_emu.restype = None
         self.n_in = int(self._lib.fastml_emu_n_in())
         self.n_out = int(self._lib.fastml_emu_n_out())
+        self.slot_bits = int(self._lib.fastml_emu_slot_bits())  # 32: the int32 path, 64: int64 slots
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         data = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(len(x), -1))
@@ -311,14 +396,15 @@ def _compile(source: str, out_dir: Path, cxx: str, flags: tuple[str, ...]) -> Pa
     return lib
 
 
-def build(comb: Any, dest_dir: Path, n_threads: int = 0) -> CompiledEmulator:
+def build(comb: Any, dest_dir: Path, n_threads: int = 0, allow_int32: bool = True) -> CompiledEmulator:
     """Generate, compile (or take from the cache) and load the compiled emulator of ``comb``.
 
     The library is copied to ``dest_dir / "emulator.so"`` (with its source beside it). Raises
     ``UnsupportedLogic`` for an operation without a compiled form and ``ToolError`` when g++ fails.
+    ``allow_int32=False`` keeps every slot int64 (the reference path the int32 one is tested against).
     """
     t0 = time.perf_counter()
-    source = generate_source(comb)
+    source = generate_source(comb, allow_int32=allow_int32)
     cxx = shutil.which("g++")
     if cxx is None:
         raise ToolError("compiled emulator: g++ not found on PATH (apt-get install g++)")

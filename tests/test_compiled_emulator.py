@@ -94,3 +94,52 @@ def test_unknown_operation_is_refused(traced, tmp_path):
     ops[i] = ops[i]._replace(opcode=42)
     with pytest.raises(compiled_emulator.UnsupportedLogic, match="opcode 42"):
         compiled_emulator.generate_source(comb._replace(ops=ops))
+
+
+def _extreme_inputs(comb, n_random: int, seed: int) -> np.ndarray:
+    """Events whose features sit at the ends of each input quantiser's range (and one LSB beyond: wrap-around),
+    at zero, and in between: the largest intermediate values the logic can produce are reached here."""
+    lo = np.array([q.min for q in comb.inp_qint]) * 2.0 ** -np.asarray(comb.inp_shifts, dtype=float)
+    hi = np.array([q.max for q in comb.inp_qint]) * 2.0 ** -np.asarray(comb.inp_shifts, dtype=float)
+    step = np.array([q.step for q in comb.inp_qint]) * 2.0 ** -np.asarray(comb.inp_shifts, dtype=float)
+    rng = np.random.default_rng(seed)
+    choices = np.stack([lo, hi, lo - step, hi + step, np.zeros_like(lo)])  # (5, n_in)
+    picks = choices[rng.integers(0, len(choices), size=(n_random, len(lo))), np.arange(len(lo))]
+    uniform = rng.uniform(lo - step, hi + step, size=(n_random, len(lo)))
+    return np.concatenate([choices, picks, uniform]).astype(np.float64)
+
+
+def test_int32_path_equals_int64_path_and_interpreter_at_range_extremes(traced, emulator, tmp_path, monkeypatch):
+    """The tiny MLP's results all fit in 31 bits, so it runs on int32 slots; on inputs at the extremes of every
+    input's range it equals the int64 path and the interpreter element for element."""
+    _, comb, _ = traced
+    assert emulator.slot_bits == 32
+    monkeypatch.setenv("FASTML_CSIM_CACHE", "off")
+    wide = compiled_emulator.build(comb, tmp_path, allow_int32=False)
+    assert wide.slot_bits == 64
+    x = _extreme_inputs(comb, 3000, seed=5)
+    reference = comb.predict(x)
+    assert np.unique(reference).size > 50
+    for threads in (1, 0):
+        emulator.n_threads = wide.n_threads = threads
+        assert np.array_equal(emulator(x), reference)
+        assert np.array_equal(wide(x), reference)
+
+
+def test_operations_too_wide_for_int32_are_computed_in_int64(traced, tmp_path, monkeypatch):
+    """With the int32 limit lowered, most operations fail the bound check and are computed in int64 on int32
+    slots (the mixed path); results still equal the interpreter. Results wider than the slot bound switch
+    every slot to int64."""
+    _, comb, _ = traced
+    monkeypatch.setenv("FASTML_CSIM_CACHE", "off")
+    monkeypatch.setattr(compiled_emulator, "I32_MAX", 1 << 10)
+    source = compiled_emulator.generate_source(comb)
+    narrow = int(source.split(" operations computed in int32")[0].rsplit(" ", 1)[-1])
+    live = sum(1 for r in comb.ref_count if r)
+    assert "i32 slots" in source and 0 < narrow < live - 16  # some, not all, non-input operations
+    mixed = compiled_emulator.build(comb, tmp_path / "mixed")
+    x = _extreme_inputs(comb, 2000, seed=6)
+    assert mixed.slot_bits == 32 and np.array_equal(mixed(x), comb.predict(x))
+
+    monkeypatch.setattr(compiled_emulator, "I32_RESULT_BOUND", 1 << 2)
+    assert "i64 slots, 0 operations computed in int32" in compiled_emulator.generate_source(comb)
