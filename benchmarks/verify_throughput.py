@@ -7,8 +7,16 @@ Levels, each compiled once and then run once over all events (events/s = events 
 - ``hls4ml csim (DA)`` / ``hls4ml csim (Latency)``: hls4ml C-simulation library; compile = convert + g++.
 - ``verilator RTL sim``: da4ml Verilog, verilated; compile = trace + pipeline/write + verilator + g++.
 - ``compiled emulator (fastml)``: the traced logic as integer C++ (``fastml.compiled_emulator``) on the
-  verification inputs tiled to 1 000 000 events, beside the DAIS interpreter (100 000 events) and da4ml's
-  own ``HLSModel`` (ap_fixed C++) on the same logic, speedups against the interpreter in the same run.
+  verification inputs tiled to 1 000 000 events, beside the DAIS interpreter (100 000 events), the same
+  generator with int64 slots only (the path before int32 slots) and da4ml's own ``HLSModel`` (ap_fixed C++)
+  on the same logic, speedups against the interpreter (and int32 / int64) in the same run.
+
+Every row has ``events_per_s`` (wall) and ``events_per_cpu_s`` (events / CPU seconds of this process in that
+call, all its threads): on the shared 2-core machine the wall figure mostly measures the other jobs, the CPU
+figure is roughly what one idle core gives. The slow levels (hls4ml C-sim, its per-event loop, HLSModel)
+run on at most what they finish in ``SLOW_LEVEL_BUDGET_S`` (a 1 000-event probe sets the count), and their
+compiles are killed after ``COMPILE_TIMEOUT_S`` (``fastml.guards.tool_watchdog``), so the group cannot run for many
+minutes on a large model: a level that does not fit says ``not run: <why>``.
 
 All levels go through fastml's own backends (``fastml.backends.*.convert``), so this measures what
 ``fastml build`` does. The model and events come from the build group's jet-tagger project.
@@ -51,11 +59,33 @@ def _trained(model: Any) -> Any:
 def _measure(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
     from fastml.verification import bit_exact_mismatches
 
+    c0 = time.process_time()
     t0 = time.perf_counter()
     out = np.asarray(fn(x))
     wall = time.perf_counter() - t0
+    cpu = max(time.process_time() - c0, 1e-9)
     mism, _ = bit_exact_mismatches(y_ref, out)
-    return {"run_s": round(wall, 3), "events_per_s": round(len(x) / wall, 1), "mismatches": mism}
+    return {"run_s": round(wall, 3), "events_per_s": round(len(x) / wall, 1),
+            "events_per_cpu_s": round(len(x) / cpu, 1), "mismatches": mism}
+
+
+#: Wall seconds a slow level (hls4ml C-sim, its per-event loop, da4ml HLSModel) may spend on its events.
+SLOW_LEVEL_BUDGET_S = 20.0
+#: Seconds the compiles of the slow levels here may take (fastml.guards.tool_watchdog kills g++ after them).
+COMPILE_TIMEOUT_S = 300.0
+#: Live operations above which da4ml's HLSModel (ap_fixed C++ of the whole logic, one function, no cache)
+#: is not compiled here: its g++ grows to many minutes on large logic.
+HLS_MODEL_MAX_OPS = 2_000
+
+
+def _measure_capped(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
+    """``_measure`` on as many events as ``fn`` runs in about ``SLOW_LEVEL_BUDGET_S`` (a 1 000-event probe
+    sets the count; the rate of these levels does not depend on it). Mismatches are counted on every event run."""
+    probe = _measure(fn, x[:1000], y_ref[:1000])
+    n = int(min(len(x), max(1000, probe["events_per_s"] * SLOW_LEVEL_BUDGET_S)))
+    if n <= 1000:
+        return {"events": len(x[:1000]), **probe}
+    return {"events": n, **_measure(fn, x[:n], y_ref[:n])}
 
 
 #: Events for the compiled-emulator rows: the verification inputs repeated to a million (issue #14, item 4).
@@ -100,21 +130,46 @@ def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray,
     t0 = time.perf_counter()
     compiled_emulator.build(comb, workdir / "compiled_emulator_again")
     warm_s = time.perf_counter() - t0
+    live = int(sum(1 for r in comb.ref_count if r))
+    fastml_rows: dict[int, dict[str, Any]] = {}
     for threads, label in ((0, "all threads"), (1, "1 thread")):
         emu.n_threads = threads
         res = _measure(emu, xm, ym)
+        fastml_rows[threads] = res
         ref = interp_all if threads == 0 else interp_one
         rows.append(Row(g, f"compiled emulator (fastml), {label}",
                         {"events": MILLION, "compile_s": round(cold_s, 3), "compile_cpu_s": round(gxx_cpu, 2),
                          "cached_compile_s": round(warm_s, 3), **res,
                          "speedup": round(res["events_per_s"] / ref["events_per_s"], 1)},
-                        note=f"speedup = this / the interpreter row with the same threads, same run; compile = "
-                             f"generate + g++ {' '.join(emu.flags)} (cache "
-                             f"{'hit' if emu.cache_hit else 'miss'}); cached = the same logic again"))
+                        note=f"{live} live operations, int{emu.slot_bits} slots; speedup = this / the interpreter "
+                             f"row with the same threads, same run; compile = generate + g++ {' '.join(emu.flags)} "
+                             f"(cache {'hit' if emu.cache_hit else 'miss'}); cached = the same logic again"))
+    # the generator with int64 slots only (what it wrote before the int32 path): the int32 path's gain, same run
+    if emu.slot_bits == 32:
+        t0 = time.perf_counter()
+        wide = compiled_emulator.build(comb, workdir / "compiled_emulator_int64", allow_int32=False)
+        wide_s = time.perf_counter() - t0
+        for threads, label in ((0, "all threads"), (1, "1 thread")):
+            wide.n_threads = threads
+            res = _measure(wide, xm, ym)
+            mine = fastml_rows[threads]
+            rows.append(Row(g, f"compiled emulator, int64 slots only (before), {label}",
+                            {"events": MILLION, "compile_s": round(wide_s, 3), **res,
+                             "int32_speedup": round(mine["events_per_s"] / res["events_per_s"], 2),
+                             "int32_cpu_speedup": round(mine["events_per_cpu_s"] / res["events_per_cpu_s"], 2)},
+                            note="allow_int32=False; int32_speedup = the int32 row with the same threads / this, "
+                                 "same run (wall, and per CPU second)"))
+    else:
+        rows.append(not_run(g, "compiled emulator, int64 slots only (before)",
+                            "the logic has results wider than 31 bits: the int64 path is the one above"))
 
     from da4ml.codegen.hls.hls_model import HLSModel
 
     item = "da4ml HLSModel (ap_fixed C++, OpenMP), all threads"
+    if live > HLS_MODEL_MAX_OPS:
+        rows.append(not_run(g, item, f"{live} live operations > HLS_MODEL_MAX_OPS = {HLS_MODEL_MAX_OPS}: its "
+                                     "ap_fixed C++ takes many minutes of g++ on logic this large"))
+        return rows
     hls = HLSModel(comb, "fastml_emu", workdir / "da4ml_hls", print_latency=False)
     cpu0 = os.times()
     t0 = time.perf_counter()
@@ -122,7 +177,10 @@ def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray,
         import contextlib
         import io
 
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from fastml.guards import tool_watchdog
+
+        with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
+              tool_watchdog(COMPILE_TIMEOUT_S, "the benchmark's da4ml HLSModel compile")):
             hls.compile(openmp=True)
     except Exception as err:  # RuntimeError: compilation failed
         rows.append(not_run(g, item, str(err)))
@@ -130,8 +188,8 @@ def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray,
     hls_s = time.perf_counter() - t0
     cpu1 = os.times()
     hls_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
-    res = _measure(lambda a: hls.predict(a, n_threads=0), xm[:m], ym[:m])
-    rows.append(Row(g, item, {"events": m, "compile_s": round(hls_s, 3), "compile_cpu_s": round(hls_cpu, 2), **res,
+    res = _measure_capped(lambda a: hls.predict(a, n_threads=0), xm[:m], ym[:m])
+    rows.append(Row(g, item, {"compile_s": round(hls_s, 3), "compile_cpu_s": round(hls_cpu, 2), **res,
                               "speedup": round(res["events_per_s"] / interp_all["events_per_s"], 1)},
                     note="da4ml.codegen.hls.HLSModel, make -f build_binder.mk (-O); evaluated, not a fastml level"))
     return rows
@@ -197,6 +255,7 @@ def verify_group(ctx: Context) -> list[Row]:
             rows.append(not_run(g, items[4], str(proj.info.get("rtl_sim", "rtl_sim not built"))))
 
     from fastml.backends import hls4ml_backend
+    from fastml.guards import tool_watchdog
 
     # Both strategies are converted here, in this process: the DA library comes from the compile cache the
     # build group's child filled (byte-identical sources), so hls4ml's own per-event loop can be measured
@@ -208,21 +267,21 @@ def verify_group(ctx: Context) -> list[Row]:
         cfg = load_config(JET_CONFIG, {"firmware": {"backend": "hls4ml", "strategy": strategy,
                                                     "output_dir": str(ctx.workdir)}})
         try:
-            proj = hls4ml_backend.convert(trained, cfg, ctx.workdir / f"verify_hls4ml_{strategy}")
-        except Exception as err:  # ToolError: the C++ did not compile
+            with tool_watchdog(COMPILE_TIMEOUT_S, f"the benchmark's hls4ml {strategy} conversion"):
+                proj = hls4ml_backend.convert(trained, cfg, ctx.workdir / f"verify_hls4ml_{strategy}")
+        except Exception as err:  # ToolError: the C++ did not compile, or g++ ran past COMPILE_TIMEOUT_S
             rows.append(not_run(g, item, str(err)))
             continue
         t = proj.timings_s
-        bulk = _measure(proj.simulators["csim"], x, y_ref)
-        rows.append(Row(g, item, {"events": n, "compile_s": round(t["hls4ml_convert"] + t["csim_compile"], 3),
-                                  **bulk},
+        bulk = _measure_capped(proj.simulators["csim"], x, y_ref)
+        rows.append(Row(g, item, {"compile_s": round(t["hls4ml_convert"] + t["csim_compile"], 3), **bulk},
                         note=f"compile = hls4ml convert {t['hls4ml_convert']:.1f}s + g++ {t['csim_compile']:.1f}s "
                              f"(cache {proj.info['csim_cache']}, {proj.info['csim_flags']}); one batch call"))
         if strategy == "distributed_arithmetic":
-            m = min(n, 2000)  # hls4ml's loop is slow; its rate does not depend on the count
-            loop = _measure(lambda a, h=proj.handle: h.predict(np.ascontiguousarray(a, dtype=np.float32)),
-                            x[:m], y_ref[:m])
-            rows.append(Row(g, items[6], {"events": m, **loop,
+            # hls4ml's loop is slow; its rate does not depend on the count
+            loop = _measure_capped(lambda a, h=proj.handle: h.predict(np.ascontiguousarray(a, dtype=np.float32)),
+                                   x, y_ref)
+            rows.append(Row(g, items[6], {**loop,
                                           "speedup": round(bulk["events_per_s"] / loop["events_per_s"], 1)},
                             note="same library; speedup = fastml's batch call (row above) / this loop"))
     order = {name: i for i, name in enumerate(items)}
