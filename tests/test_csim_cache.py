@@ -59,6 +59,25 @@ def test_identical_sources_hit_the_cache_from_another_folder(tmp_path: Path, cac
         np.testing.assert_array_equal(_run(build.library, X), np.stack([X[:, 0] + X[:, 1], 2 * X[:, 0]], 1))
 
 
+_WEIGHTS_CPP = ('#include "toy.h"\n#include <fstream>\n#include <string>\n'
+                'void toy(float *x, float *y) {\n'
+                '    static float k = 0; static bool loaded = false;  // hls4ml loads weights once, like this\n'
+                '    if (!loaded) { std::ifstream f(std::string(WEIGHTS_DIR) + "/k.txt"); f >> k; loaded = true; }\n'
+                '    y[0] = k * x[0]; y[1] = k;\n}\n')
+
+
+def test_weights_are_read_beside_the_library_wherever_the_project_moved(tmp_path: Path, cache: Path) -> None:
+    """hls4ml's WEIGHTS_DIR is the weights/ folder beside the loaded library, not the folder it was built in:
+    the project is built in a staging folder and moved into place."""
+    staging = _toy_project(tmp_path / "staging", _WEIGHTS_CPP)
+    (staging / "firmware" / "weights").mkdir()
+    (staging / "firmware" / "weights" / "k.txt").write_text("3\n")
+    build_csim(staging, "toy", staging / "firmware" / "toy-1.so")
+    final = staging.rename(tmp_path / "final")
+    (final / "firmware" / "weights" / "k.txt").write_text("5\n")  # a different value: proves which file is read
+    np.testing.assert_array_equal(_run(final / "firmware" / "toy-1.so", X), np.stack([5 * X[:, 0], [5.0] * 3], 1))
+
+
 def test_changed_source_misses_and_runs_the_new_code(tmp_path: Path, cache: Path) -> None:
     a = _toy_project(tmp_path / "a")
     old = build_csim(a, "toy", a / "firmware" / "toy-1.so")

@@ -68,10 +68,9 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
             trained.model, output_dir=str(out), project_name=cfg.name.replace("-", "_").replace(".", "_"),
             backend="Vitis", io_type=fw.io_type, part=fw.part, clock_period=fw.clock_period_ns,
             hls_config=hls_config(cfg),
-            # Constants compiled in from weights/*.h (what Vitis HLS synthesises anyway) instead of .txt
-            # files read at run time from an absolute path: the C-simulation library is then
-            # self-contained, survives the project's move into place and can be cached by content.
-            write_weights_txt=False, **extra,
+            # weights/*.txt read at run time (hls4ml's default): compiled-in constants made g++ -O3 take ~4x the
+            # CPU; fastml.csim_cache points WEIGHTS_DIR at the weights/ beside the library, wherever it is
+            write_weights_txt=True, **extra,
         )
         timings["hls4ml_convert"] = time.perf_counter() - t0
         t0 = time.perf_counter()
