@@ -493,8 +493,11 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
                 _exact_sum_check(where, bn_name, acc)
                 folded_into[index + 1] = name
                 notes.append(f"{bn_name}: QBatchNormalization folded exactly into {name} (power-of-two scale)")
+            # zeros: the weights are assigned below; the default glorot initialiser compiles JAX's random
+            # number generator (~1 s per layer shape here) for values thrown away
             common = {"use_bias": use_bias, "enable_iq": False, "activation": "relu" if act == "relu" else None,
-                      "kq_conf": kq.hgq_config("weight"), "name": name}
+                      "kq_conf": kq.hgq_config("weight"), "name": name, "kernel_initializer": "zeros",
+                      "bias_initializer": "zeros"}
             if bq is not None:
                 common["bq_conf"] = bq.hgq_config("bias")
             if _FOLDED.get(cls, cls) == "QDense":
