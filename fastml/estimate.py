@@ -94,9 +94,11 @@ def untraceable_quantiser(keras_model: Any) -> str | None:
     first = True
     for layer in getattr(keras_model, "layers", []):
         candidates = [("", layer)] if isinstance(layer, Quantizer) else []
-        if getattr(layer, "enable_iq", False):
+        # getattr: a layer may say enable_iq without owning an ``iq`` (HGQ2's QMultiHeadAttention quantises
+        # inside its sub-layers)
+        if getattr(layer, "enable_iq", False) and getattr(layer, "iq", None) is not None:
             candidates.append((" (input quantiser)", layer.iq))
-        if getattr(layer, "enable_oq", False):
+        if getattr(layer, "enable_oq", False) and getattr(layer, "oq", None) is not None:
             candidates.append((" (output quantiser)", layer.oq))
         for role, q in candidates:
             inner = getattr(q, "quantizer", None)
