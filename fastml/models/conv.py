@@ -6,8 +6,11 @@ log(1 + teacher score) from the 18 x 14 calorimeter-region ET image, on Standard
 is itself the anomaly score, so the report gives its efficiency at fixed trigger rate and ROC AUC per signal,
 and its agreement with the teacher (Pearson, Spearman, mean absolute error).
 
-Layers: a reshape to (phi, eta, 1), quantised 2-D convolutions (valid padding, ReLU) each followed by 2 x 2 max
-pooling, a flatten, quantised dense layers, one linear output.
+Layers: a reshape to (phi, eta, 1), an optional ``input_pool`` x ``input_pool`` average of the regions (2: the
+18 x 14 image becomes 9 x 7, a quarter of the multipliers in every layer after it; the divisor is a power of two,
+so the average is exact in fixed point), quantised 2-D convolutions (valid padding, ReLU) each followed by
+``pool_size`` max pooling, a flatten, quantised dense layers, one linear output. A Level-1 student must fit a few
+thousand to ~20k LUT: the recipe pools the input, keeps few filters and ramps the EBOPs regulariser to 1e-4.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .autoencoder import anomaly_task_metrics, check_anomaly_source, require_anomaly_data, sm_rows
 from .network import HGQSection, NetworkKind
@@ -36,9 +39,19 @@ class ConvSection(HGQSection):
     filters: list[Annotated[int, Field(gt=0, le=64)]] = Field(default=[4, 8])
     kernel_size: int = Field(3, gt=0, le=7)
     pool_size: int = Field(2, ge=1, le=4)
+    input_pool: int = 1  # average of input_pool x input_pool regions before the first conv (1: none)
     dense: list[Annotated[int, Field(gt=0, le=256)]] = Field(default=[16])
     teacher: str  # an autoencoder recipe (path relative to this recipe): the score the student learns
     teacher_model: str | None = None  # that recipe's built model.keras (encoder + score); None: train it here
+
+    @field_validator("input_pool")
+    @classmethod
+    def _power_of_two_pool(cls, v: int) -> int:
+        # an average over 3 x 3 = 9 regions divides by 9: not exact in fixed point, so firmware would differ
+        if v not in (1, 2, 4):
+            raise ValueError(f"must be 1, 2 or 4 (an average over a power-of-two number of regions is exact in "
+                             f"fixed point), got {v!r}")
+        return v
 
 
 def _student_mse(y_true: Any, y_pred: Any) -> Any:
@@ -106,22 +119,25 @@ class Conv(NetworkKind):
         if len(input_shape) != 2:
             return (f"model.kind 'conv' takes an image (rows, columns) per event, got events of shape "
                     f"{input_shape} (use data.source builtin:anomaly_calo)")
-        k, p = self.section.kernel_size, self.section.pool_size
-        rows, cols = input_shape
+        k, p, p0 = self.section.kernel_size, self.section.pool_size, self.section.input_pool
+        rows, cols = input_shape[0] // p0, input_shape[1] // p0
         for i in range(len(self.section.filters)):
             rows, cols = (rows - k + 1) // p, (cols - k + 1) // p
             if rows < 1 or cols < 1:
+                pooled = f" averaged {p0} x {p0} (model.input_pool)" if p0 > 1 else ""
                 return (f"model.filters: {i + 1} conv+pool stages of kernel {k} and pool {p} shrink the "
-                        f"{input_shape} image to nothing; use fewer layers or a smaller kernel")
+                        f"{input_shape} image to nothing{pooled}; use fewer layers or a smaller kernel")
         return None
 
     def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
         import keras
-        from hgq.layers import QConv2D, QDense, QMaxPool2D
+        from hgq.layers import QAvgPool2D, QConv2D, QDense, QMaxPool2D
 
         sec = self.section
         inputs = keras.Input(input_shape, name="calo")
         x = keras.layers.Reshape((*input_shape, 1), name="channels")(inputs)
+        if sec.input_pool > 1:  # coarser regions first: every later layer sees 1/input_pool^2 of the positions
+            x = QAvgPool2D(sec.input_pool, name="input_pool")(x)
         for i, n in enumerate(sec.filters):
             x = QConv2D(n, sec.kernel_size, activation="relu", name=f"conv_{i}")(x)
             if sec.pool_size > 1:
