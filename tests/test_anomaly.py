@@ -221,6 +221,9 @@ def test_both_recipes_validate() -> None:
     ("calo_conv.yaml", {"data__source": "builtin:jets_constituents"}, r"holds jets, not events"),
     ("calo_conv.yaml", {"model__teacher": "nowhere.yaml"}, r"key 'model.teacher': recipe .*nowhere.yaml does not"),
     ("calo_conv.yaml", {"model__filters": [4, 8, 8, 8]}, r"shrink the \(18, 14\) image to nothing"),
+    ("calo_conv.yaml", {"model__input_pool": 3}, r"key 'model.input_pool': must be 1, 2 or 4 .*got 3"),
+    ("calo_conv.yaml", {"model__input_pool": 4},
+     r"1 conv\+pool stages .* image to nothing averaged 4 x 4 \(model.input_pool\)"),
     ("calo_conv.yaml", {"data__split": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 1}},
      r"split and max_samples must equal the teacher's"),
 ])
@@ -228,6 +231,59 @@ def test_bad_sections_fail_in_one_line(tmp_path: Path, base: str, changes: dict,
     with pytest.raises(ConfigError, match=message) as err:
         load_config(_recipe(tmp_path, base, **changes))
     assert "\n" not in str(err.value) and base in str(err.value)
+
+
+def test_pooled_conv_student_is_bit_exact_through_da4ml() -> None:
+    """The recipe's kind of student (2 x 2 input average, one conv, max pool, dense) with random weights,
+    calibrated and traced by da4ml: the emulator equals Keras exactly on calorimeter-like images."""
+    import keras
+    from hgq.utils import trace_minmax
+
+    from fastml.estimate import trace_keras
+    from fastml.models import kind_of
+
+    cfg = load_config(CONFIGS / "calo_conv.yaml")
+    assert cfg.model.input_pool == 2
+    # fewer units than the recipe: the same layer types, a smaller da4ml trace (seconds instead of minutes)
+    net = kind_of(load_config(CONFIGS / "calo_conv.yaml", overrides={"model": {"filters": [2], "dense": [4]}}))
+    keras.utils.set_random_seed(1)
+    model = net.build((18, 14), 1)
+    assert model.get_layer("input_pool").output.shape[1:3] == (9, 7)
+    rng = np.random.default_rng(2)
+    x = (rng.exponential(4.0, size=(300, 18, 14)) * (rng.random((300, 18, 14)) < 0.3)).astype(np.float32)
+    trace_minmax(model, x)
+    ref = model.predict(x, verbose=0)
+    emulated = trace_keras(model).predict(x.reshape(len(x), -1)).reshape(ref.shape)
+    assert np.array_equal(ref, emulated)
+    assert np.unique(ref).size > 10, "a constant model would make this comparison meaningless"
+
+
+def test_variational_autoencoder_loss_and_deployed_part() -> None:
+    """variational: true adds the KL term to the loss; the deployed part stays encoder -> mu -> sum(mu^2)."""
+    import keras
+
+    from fastml.models import kind_of
+    from fastml.models.autoencoder import _recon_loss
+
+    x = np.zeros((1, 4), np.float32)
+    # reconstruction exact, score sum(mu^2) = 2, log sigma (0, ln 2): KL = 0.5 * (2 + 0 + (4 - 1 - 2 ln 2))
+    y_pred = np.array([[0, 0, 0, 0, 2.0, 0.0, np.log(2.0)]], np.float32)
+    kl = 0.5 * (2.0 + 3.0 - 2 * np.log(2.0))
+    assert float(_recon_loss(4, 0.5, variational=True)(x, y_pred)[0]) == pytest.approx(0.5 * kl, rel=1e-5)
+    assert float(_recon_loss(4, 0.5)(x, y_pred[:, :5])[0]) == pytest.approx(1.0)  # plain: 0.5 * sum(mu^2)
+
+    cfg = load_config(CONFIGS / "anomaly_ae.yaml", overrides={"model": {"variational": True}})
+    net = kind_of(cfg)
+    keras.utils.set_random_seed(0)
+    model = net.build((57,), 1)
+    assert model.output_shape == (None, 57 + 1 + cfg.model.latent)  # reconstruction, score, log sigma
+    deployed = net.deployed(model)
+    assert deployed.output_shape == (None, 1)
+    assert not any(layer.name.startswith(("latent_log_sigma", "latent_noise", "dec_")) for layer in deployed.layers)
+    xs = np.random.default_rng(0).normal(size=(64, 57)).astype(np.float32)
+    full = model.predict(xs, verbose=0)
+    assert np.array_equal(full, model.predict(xs, verbose=0))  # no sampling at inference: z = mu
+    assert np.array_equal(deployed.predict(xs, verbose=0)[:, 0], full[:, 57])
 
 
 # ---------------------------------------------------------------- quick builds

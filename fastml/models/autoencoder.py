@@ -9,6 +9,11 @@ encoder + score sub-model built from the same trained quantised layers.
 Layers: quantised dense (batch norm fused) encoder -> ``latent`` (QDense, mu) -> ``latent_sq``
 (QMultiply mu*mu) -> ``score`` (a frozen all-ones QDense: the sum, in a form both da4ml and hls4ml's
 distributed-arithmetic flow take; hls4ml's DA flow has no handler for QSum) -> one output per event.
+
+``variational: true`` makes it a VAE (as AXOL1TL): the encoder also gives log sigma (``latent_log_sigma``),
+the decoder reads z = mu + sigma * eps during training (eps from a Keras ``GaussianNoise`` layer, off at
+inference: z = mu), and ``latent_weight`` weighs the full KL term 0.5 * sum(mu^2 + sigma^2 - 1 - 2 log sigma)
+instead of sum(mu^2) alone. The firmware is unchanged: encoder -> mu -> sum(mu^2); log sigma only trains.
 """
 
 from __future__ import annotations
@@ -40,16 +45,22 @@ class AutoencoderSection(HGQSection):
     decoder: list[Annotated[int, Field(gt=0, le=1024)]] = Field(default=[16, 32])
     activation: Literal["relu"] = "relu"
     batchnorm: bool = True
-    latent_weight: float = Field(0.1, ge=0)  # strength of the sum(mu^2) pull (a VAE's KL mean term)
+    latent_weight: float = Field(0.1, ge=0)  # strength of the sum(mu^2) pull (variational: of the whole KL term)
+    variational: bool = False  # a VAE: sampled latent and KL term in training; the firmware stays mu -> sum(mu^2)
 
 
-def _recon_loss(n_inputs: int, latent_weight: float) -> Any:
-    """MSE of the reconstruction (the first ``n_inputs`` outputs) + ``latent_weight`` x the score column."""
+def _recon_loss(n_inputs: int, latent_weight: float, variational: bool = False) -> Any:
+    """MSE of the reconstruction (the first ``n_inputs`` outputs) + ``latent_weight`` x the score column
+    (variational: x the KL divergence from N(0, 1), whose log sigma are the columns after the score)."""
     import keras
 
     def ae_loss(y_true: Any, y_pred: Any) -> Any:
         err = keras.ops.mean(keras.ops.square(y_pred[:, :n_inputs] - y_true), axis=-1)
-        return err + latent_weight * y_pred[:, n_inputs]
+        if not variational:
+            return err + latent_weight * y_pred[:, n_inputs]
+        log_sigma = y_pred[:, n_inputs + 1:]
+        kl = 0.5 * (y_pred[:, n_inputs] + keras.ops.sum(keras.ops.exp(2 * log_sigma) - 1 - 2 * log_sigma, axis=-1))
+        return err + latent_weight * kl
 
     return ae_loss
 
@@ -117,35 +128,41 @@ class Autoencoder(NetworkKind):
     def architecture(self, input_shape: tuple[int, ...], n_outputs: int, name: str) -> keras.Model:
         """Encoder -> mu -> score, and mu -> decoder -> reconstruction; output = [reconstruction, score]."""
         import keras
-        from hgq.layers import QDense, QEinsumDenseBatchnorm, QMultiply
+        from hgq.layers import QDense, QMultiply
+
+        from .mlp import dense_stack
 
         sec = self.section
         n_in = input_shape[0]
         inputs = keras.Input((n_in,), name="features")
-        x = inputs
-        for i, width in enumerate(sec.encoder):
-            if sec.batchnorm:
-                x = QEinsumDenseBatchnorm("bc,cd->bd", width, bias_axes="d", activation=sec.activation,
-                                          name=f"enc_bn_{i}")(x)
-            else:
-                x = QDense(width, activation=sec.activation, name=f"enc_{i}")(x)
+        x = dense_stack(inputs, sec.encoder, sec.activation, sec.batchnorm, prefix="enc")
         mu = QDense(sec.latent, name="latent")(x)
         squares = QMultiply(name="latent_sq")([mu, mu])
         # the sum as a frozen all-ones dense layer: exact (the weights 1 are representable), and a layer
         # hls4ml's distributed-arithmetic flow and da4ml both convert
         score = QDense(1, use_bias=False, kernel_initializer="ones", trainable=False, name="score")(squares)
-        d = mu
+        d, extra = mu, []
+        if sec.variational:
+            # z = mu + sigma * eps from Keras's own layers (no custom code in the saved model): GaussianNoise
+            # adds eps ~ N(0, 1) in training only, so eps = noisy - log_sigma, and z = mu at inference
+            log_sigma = QDense(sec.latent, kernel_initializer="zeros", name="latent_log_sigma")(x)
+            noisy = keras.layers.GaussianNoise(1.0, name="latent_noise")(log_sigma)
+            eps = keras.layers.Subtract(name="latent_eps")([noisy, log_sigma])
+            sigma = keras.layers.Activation("exponential", name="latent_sigma")(log_sigma)
+            d = keras.layers.Add(name="latent_z")([mu, keras.layers.Multiply(name="latent_spread")([sigma, eps])])
+            extra = [log_sigma]
         for i, width in enumerate(sec.decoder):
             d = QDense(width, activation=sec.activation, name=f"dec_{i}")(d)
         recon = QDense(n_in, name="reconstruction")(d)
-        out = keras.layers.Concatenate(name="ae_outputs")([recon, score])
+        out = keras.layers.Concatenate(name="ae_outputs")([recon, score, *extra])
         return keras.Model(inputs, out, name=name)
 
     def compile_model(self, model: Any, learning_rate: float) -> None:
         import keras
 
         n_in = int(model.input_shape[-1])
-        model.compile(keras.optimizers.Adam(learning_rate), _recon_loss(n_in, self.section.latent_weight),
+        model.compile(keras.optimizers.Adam(learning_rate),
+                      _recon_loss(n_in, self.section.latent_weight, self.section.variational),
                       metrics=[_recon_mse(n_in)])
 
     def fit_arrays(self, cfg: BuildConfig, data: Dataset) -> tuple[np.ndarray, Any, np.ndarray, Any]:

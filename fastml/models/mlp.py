@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -30,20 +31,32 @@ def build_mlp(section: MLPSection, n_inputs: int, n_outputs: int, name: str = "m
     Outputs are logits (no softmax: it is monotonic, so the trigger decision does not need it).
     """
     import keras
-    from hgq.layers import QDense, QEinsumDenseBatchnorm
+    from hgq.layers import QDense
 
     scopes = quantizer_scopes(section)
     with scopes[0], scopes[1], scopes[2]:
         inputs = keras.Input((n_inputs,), name="features")
-        x = inputs
-        for i, width in enumerate(section.hidden):
-            if section.batchnorm:
-                x = QEinsumDenseBatchnorm("bc,cd->bd", width, bias_axes="d", activation=section.activation,
-                                          name=f"dense_bn_{i}")(x)
-            else:
-                x = QDense(width, activation=section.activation, name=f"dense_{i}")(x)
+        x = dense_stack(inputs, section.hidden, section.activation, section.batchnorm, prefix="dense")
         outputs = QDense(n_outputs, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def dense_stack(x: Any, widths: Sequence[int], activation: str, batchnorm: bool, prefix: str) -> Any:
+    """Quantised dense layers of ``widths`` on ``x`` (under the caller's quantiser scopes); the last one's output.
+
+    With ``batchnorm`` each is a ``QEinsumDenseBatchnorm`` named ``{prefix}_bn_{i}`` (batch norm fused into
+    the weights: free in firmware), else a ``QDense`` named ``{prefix}_{i}``. Shared by the MLP and the
+    autoencoder's encoder, which differ only in the names.
+    """
+    from hgq.layers import QDense, QEinsumDenseBatchnorm
+
+    for i, width in enumerate(widths):
+        if batchnorm:
+            x = QEinsumDenseBatchnorm("bc,cd->bd", width, bias_axes="d", activation=activation,
+                                      name=f"{prefix}_bn_{i}")(x)
+        else:
+            x = QDense(width, activation=activation, name=f"{prefix}_{i}")(x)
+    return x
 
 
 def build_float_mlp(section: MLPSection, n_inputs: int, n_outputs: int, name: str = "mlp_float") -> keras.Model:
