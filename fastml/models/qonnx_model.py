@@ -179,6 +179,13 @@ def load_qonnx(path: Path) -> Any:
         why = " ".join(str(err).split())[:160] or type(err).__name__
         raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__}: {why}); "
                           f"expected {_EXPECTED}") from None
+    # exporters such as Brevitas (torch.onnx) also list every initializer as a graph input (pre-IR-4 style);
+    # those are weights, not inputs the event feeds: drop them so graph.input[0] is the event
+    weights = {init.name for init in proto.graph.initializer}
+    data_inputs = [i for i in proto.graph.input if i.name not in weights]
+    if len(data_inputs) != len(proto.graph.input):
+        del proto.graph.input[:]
+        proto.graph.input.extend(data_inputs)
     if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
         raise ConfigError(f"{path}: the graph has {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
                           "outputs; expected one input (the event) and one output (the class scores)")
