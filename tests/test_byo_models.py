@@ -486,8 +486,9 @@ def test_qonnx_bad_files_and_non_fixed_point_scales_give_one_line(tmp_path: Path
         _train(_recipe(tmp_path, {"kind": "qonnx", "path": "junk.onnx"}, "builtin:jets_hlf"))
     assert "junk.onnx" in _one_line(err)
     proto = onnx.load(str(QONNX / "qonnx_mlp.onnx"))
+    weight_quant = [n for n in proto.graph.node if n.op_type == "Quant"][1]  # Brevitas: input, then first weight
     for init in proto.graph.initializer:
-        if init.name == "w1_q_scale":
+        if init.name == weight_quant.input[1]:  # its scale (Brevitas shares one tensor among equal scales)
             init.CopyFrom(numpy_helper.from_array(np.asarray(0.03, np.float32), init.name))
     onnx.save(proto, tmp_path / "scaled.onnx")
     with pytest.raises(ConfigError) as err:
