@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the benchmarks, print the table, write the JSON results")
     r.add_argument("--quick", action="store_true", help="small models and few epochs (< 3 min on 2 cores)")
     r.add_argument("--only", nargs="+", metavar="GROUP", help="run only these groups (build verify "
-                   "csim_compile memory quality keras_backend scan training kinds); verify and csim_compile need build")
+                   "csim_compile memory quality keras_backend scan training kinds byo); verify and csim_compile need "
+                   "build; byo's hand-written row runs in FASTML_QKERAS_PYTHON (default /tmp/venv-qkeras/bin/python)")
     r.add_argument("--tf-python", "--python", dest="tf_python",
                    help="interpreter with tensorflow+keras+hgq2 for the TensorFlow row (default: this one)")
     r.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")
