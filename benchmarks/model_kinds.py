@@ -34,6 +34,8 @@ def _figures(b: dict[str, Any]) -> dict[str, Any]:
         "acc_float": acc.get("float"), "acc_firmware": acc.get("firmware"),
         "mean_auc_firmware": (sum(b["auc"]["firmware"].values()) / len(b["auc"]["firmware"])
                               if b.get("auc", {}).get("firmware") else None),
+        # per class (one vs rest), firmware outputs: where a tagger gains or loses against the MLP
+        **{f"auc_{c}": a for c, a in (b.get("auc", {}).get("firmware") or {}).items()},
         "ebops": b.get("ebops"),
         "lut_da4ml": da4ml.get("lut"), "ff_da4ml": da4ml.get("ff"),
         "lut_yosys": yosys.get("lut", "not run"), "ff_yosys": yosys.get("ff", "not run"),
