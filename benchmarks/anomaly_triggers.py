@@ -80,7 +80,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += [f"| {src} | {v['lut']} | {v['ff']} | {v['dsp']} |" for src, v in r["resources"].items()]
         lines += ["", "Wall time per stage (s): " + ", ".join(
             f"{k} {v:.1f}" for k, v in r["timings_s"].items() if "." not in k)
-            + (f"; whole build {r['build_wall_s']:.0f} s" if r["build_wall_s"] else ""), ""]
+            + (f"; whole build {r['build_wall_s']:.0f} s" if r["build_wall_s"]
+               else "; reused (--reuse): the figures of the project built earlier, read from its report"), ""]
     return "\n".join(lines)
 
 
