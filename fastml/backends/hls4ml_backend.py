@@ -85,6 +85,11 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
     library = out / "firmware" / f"{project_name}-{hls_model.config.get_config_value('Stamp')}.so"
     build = build_csim(out, project_name, library)
     timings["csim_compile"] = build.compile_s
+    weights_dir = library.parent / "weights"
+    if not weights_dir.is_dir():
+        # hls4ml's C-sim calls exit(1) on a missing weights file: that would end this Python process (a notebook
+        # kernel), so say it here instead
+        raise ToolError(f"hls4ml wrote no weights folder {weights_dir}; the C-simulation reads its weights there")
     lib = ctypes.CDLL(str(library))
     hls_model._top_function_lib = lib  # hls_model.predict (hls4ml's per-event loop) keeps working on the handle
 
