@@ -449,9 +449,22 @@ def test_saved_hgq2_conv_recipe_builds_bit_exact(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_float_model_quantize_recipe_trains_and_builds_rtl_bit_exact(tmp_path: Path) -> None:
-    _, report = _build("byo_float_quantize.yaml", tmp_path, quick=True)
+    """The shipped recipe on its full data and 10 000 verified events; only the training is cut to 3 epochs
+    (``--quick`` would also cap the data, leaving fewer than 10 000 test events)."""
+    import yaml
+
+    from fastml.cli import main
+    from fastml.report import load_report
+
+    raw = yaml.safe_load((REPO / "configs" / "byo_float_quantize.yaml").read_text())
+    raw["model"]["path"] = str(REPO / "configs" / raw["model"]["path"])
+    raw["train"]["epochs"] = 3
+    recipe = tmp_path / "byo_float_quantize.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    report = load_report(tmp_path / "out" / raw["name"])
     assert set(report.verification) == {"emulator", "rtl_sim"}
-    assert all(v.mismatches == 0 for v in report.verification.values())
+    assert all(v.mismatches == 0 and v.samples == 10_000 for v in report.verification.values())
     assert report.model["selection"]["source"] == "quantised from a float model"
     assert report.accuracy.float is not None and report.ebops is not None
 
