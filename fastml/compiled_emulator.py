@@ -106,6 +106,20 @@ def _magnitude(kif: tuple[int, int, int]) -> int:
     return 1 << max(i + f, 0) if k + i + f > 0 else 0
 
 
+def _msb_mux_fields(op: Any) -> tuple[int, int]:
+    """(condition operation, extra shift of the second operand) packed into an msb_mux operation's ``data``."""
+    cond_id = op.data & 0xFFFFFFFF
+    mshift = (op.data >> 32) & 0xFFFFFFFF
+    return cond_id, (mshift if mshift < 0x80000000 else mshift - 0x100000000)
+
+
+def _table_offset(comb: Any, op: Any, kifs: list[tuple[int, int, int]]) -> int:
+    """What a lookup's index subtracts from its input: the input's lowest code plus the table's left padding."""
+    kin, iin, fin = kifs[op.id0]
+    zero = -(1 << (kin + iin + fin - 1)) if kin else 0
+    return zero + int(comb.lookup_tables[op.data]._get_pads(comb.ops[op.id0].qint)[0])
+
+
 def _int32_ok(comb: Any, i: int, kifs: list[tuple[int, int, int]], bound: list[int]) -> bool:
     """Whether operation ``i`` can be computed in int32: every intermediate of its expression (operands scaled
     by their shifts, sums, products, table indices, constants) is bounded by ``I32_MAX`` in magnitude.
@@ -131,9 +145,7 @@ def _int32_ok(comb: Any, i: int, kifs: list[tuple[int, int, int]], bound: list[i
     if code == 5:
         return abs(int(op.data)) <= I32_MAX
     if code == 6:
-        cond_id = op.data & 0xFFFFFFFF
-        mshift = (op.data >> 32) & 0xFFFFFFFF
-        mshift = mshift if mshift < 0x80000000 else mshift - 0x100000000
+        cond_id, mshift = _msb_mux_fields(op)
         shift0, shift1 = f - kifs[op.id0][2], f - kifs[op.id1][2] + mshift
         return (bound[cond_id] <= I32_MAX and bound[op.id0] << max(shift0, 0) <= I32_MAX
                 and bound[op.id1] << max(shift1, 0) <= I32_MAX)
@@ -141,9 +153,7 @@ def _int32_ok(comb: Any, i: int, kifs: list[tuple[int, int, int]], bound: list[i
         return bound[op.id0] * bound[op.id1] <= I32_MAX
     if code == 8:
         table = np.asarray(comb.lookup_tables[op.data].table)
-        kin, iin, fin = kifs[op.id0]
-        zero = -(1 << (kin + iin + fin - 1)) if kin else 0
-        offset = abs(zero + int(comb.lookup_tables[op.data]._get_pads(comb.ops[op.id0].qint)[0]))
+        offset = abs(_table_offset(comb, op, kifs))
         return bound[op.id0] + offset <= I32_MAX and bool(np.abs(table.astype(np.int64)).max(initial=0) <= I32_MAX)
     return False
 
@@ -230,9 +240,7 @@ def generate_source(comb: Any, block: int = BLOCK, allow_int32: bool = True) -> 
         elif code == 5:
             expr = lit(int(op.data))
         elif code == 6:
-            cond_id = op.data & 0xFFFFFFFF
-            mshift = (op.data >> 32) & 0xFFFFFFFF
-            mshift = mshift if mshift < 0x80000000 else mshift - 0x100000000
+            cond_id, mshift = _msb_mux_fields(op)
             kc, ic, fc = kifs[cond_id]
             shift0 = f - kifs[op.id0][2]
             shift1 = f - kifs[op.id1][2] + mshift
@@ -248,13 +256,10 @@ def generate_source(comb: Any, block: int = BLOCK, allow_int32: bool = True) -> 
             expr = f"({v(op.id0)} * {v(op.id1)})"
         elif code == 8:
             table = comb.lookup_tables[op.data]
-            pad_left = int(table._get_pads(ops[op.id0].qint)[0])
-            kin, iin, fin = kifs[op.id0]
-            zero = -(1 << (kin + iin + fin - 1)) if kin else 0
             name = f"T{len(tables)}"
             values = ",".join(str(int(t)) for t in np.asarray(table.table).ravel())
             tables.append(f"static const {'i32' if narrow else 'i64'} {name}[] = {{{values}}};")
-            expr = f"{name}[{v(op.id0)} - ({lit(zero + pad_left)})]"
+            expr = f"{name}[{v(op.id0)} - ({lit(_table_offset(comb, op, kifs))})]"
         else:
             raise UnsupportedLogic(f"da4ml opcode {code} (operation {i}) has no compiled form")
         if int32_slots and not narrow:
