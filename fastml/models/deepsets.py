@@ -46,11 +46,12 @@ def per_particle_dense(width: int, n_particles: int, activation: str, batchnorm:
 
 
 def dense_head(x: keras.KerasTensor, widths: list[int], n_outputs: int, activation: str) -> keras.KerasTensor:
-    """Quantised dense layers after pooling, then the logits."""
+    """Quantised dense layers after pooling (``rho_{i}``), then the logits."""
     from hgq.layers import QDense
 
-    for i, width in enumerate(widths):
-        x = QDense(width, activation=activation, name=f"rho_{i}")(x)
+    from .mlp import dense_stack
+
+    x = dense_stack(x, widths, activation, batchnorm=False, prefix="rho")
     return QDense(n_outputs, name="logits")(x)
 
 
