@@ -211,6 +211,9 @@ def build_csim(firmware_dir: Path, project: str, library: Path) -> CsimBuild:
     the compiler's first error line when the sources do not compile.
     """
     t0 = time.perf_counter()
+    # absolute: the compilers run inside firmware_dir, and `fastml build` passes paths relative to the
+    # user's working directory (firmware.output_dir defaults to hls_projects/)
+    firmware_dir, library = Path(firmware_dir).absolute(), Path(library).absolute()
     cxx = _compiler()
     identity, flags = _compiler_setup(cxx)
     key = cache_key(firmware_dir, project, identity, flags)

@@ -78,6 +78,16 @@ def test_weights_are_read_beside_the_library_wherever_the_project_moved(tmp_path
     np.testing.assert_array_equal(_run(final / "firmware" / "toy-1.so", X), np.stack([5 * X[:, 0], [5.0] * 3], 1))
 
 
+def test_a_project_given_relative_to_the_working_directory_compiles(
+        tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fastml build` (and `make build`) pass hls_projects/... relative to where the user runs it."""
+    _toy_project(tmp_path / "hls_projects" / "toy")
+    monkeypatch.chdir(tmp_path)
+    build = build_csim(Path("hls_projects/toy"), "toy", Path("hls_projects/toy/firmware/toy-1.so"))
+    assert build.library.is_absolute() and build.library.is_file()
+    np.testing.assert_array_equal(_run(build.library, X)[:, 0], X[:, 0] + X[:, 1])
+
+
 def test_changed_source_misses_and_runs_the_new_code(tmp_path: Path, cache: Path) -> None:
     a = _toy_project(tmp_path / "a")
     old = build_csim(a, "toy", a / "firmware" / "toy-1.so")
