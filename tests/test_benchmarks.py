@@ -112,3 +112,19 @@ def test_training_front_comparison_picks_by_validation_at_or_under_each_level() 
     assert at_level(front, 1_000)["ebops"] == 800
     assert at_level(front, 3_000)["ebops"] == 2_000  # 2 500 is larger and less accurate: never preferred
     assert at_level(front, 1e9)["ebops"] == 9_000
+
+
+def test_paired_difference_counts_only_the_events_the_two_classifiers_disagree_on() -> None:
+    import numpy as np
+
+    from benchmarks.training_quality import paired_difference
+
+    a = np.array([1, 1, 1, 0, 0, 1, 0, 1] * 500, bool)
+    assert paired_difference(a, a.copy()) == (0.0, 0.0)  # identical decisions: no difference, no spread
+    b = a.copy()
+    b[:8] = True  # b also gets events 3, 4 and 6 right: 3 of 4 000 events
+    diff, se = paired_difference(a, b)
+    assert diff == pytest.approx(-100 * 3 / 4000)
+    d = np.r_[np.zeros(3997), -np.ones(3)]
+    assert se == pytest.approx(100 * d.std(ddof=1) / np.sqrt(4000))
+

@@ -24,6 +24,23 @@ def test_mlp_shapes_and_quantised_layers(batchnorm: bool) -> None:
     assert out.shape == (3, 5)
 
 
+def test_initial_bit_widths_reach_the_quantisers_and_default_to_hgq2s() -> None:
+    """model.weight_bits0 / weight_int_bits0 / data_int_bits0 / data_frac_bits0 set where HGQ2's trainable widths
+    start (weights and biases: kbi b/i; data: kif i/f); unset, HGQ2's own defaults (8/2 and 2/6) apply."""
+
+    def widths(layer: object, q: str) -> tuple[float, float]:
+        quantizer = getattr(layer, q).quantizer
+        a, b = ("b", "i") if q == "kq" else ("i", "f")
+        return tuple(float(np.unique(np.asarray(getattr(quantizer, n)))[0]) for n in (a, b))  # type: ignore[return-value]
+
+    narrow = build_mlp(MLPConfig(hidden=[4], batchnorm=False, weight_bits0=3, weight_int_bits0=0, data_int_bits0=3,
+                                 data_frac_bits0=1), 6, 2)
+    default = build_mlp(MLPConfig(hidden=[4], batchnorm=False), 6, 2)
+    for model, kq, iq in ((narrow, (3, 0), (3, 1)), (default, (8, 2), (2, 6))):
+        for layer in model.layers[1:]:
+            assert widths(layer, "kq") == kq and widths(layer, "iq") == iq, layer.name
+
+
 def test_float_twin_has_same_widths() -> None:
     model = build_float_mlp(MLPConfig(hidden=[8, 4]), 16, 5)
     dense = [layer.units for layer in model.layers if hasattr(layer, "units")]

@@ -223,12 +223,25 @@ class HGQSection(ModelSection):
     beta0: float = Field(1e-5, ge=0)  # EBOPs strength before train.beta's schedule takes over
     weight_overflow: Literal["SAT_SYM", "SAT", "WRAP"] = "SAT_SYM"
     datalane_overflow: Literal["WRAP", "SAT", "SAT_SYM"] = "WRAP"
+    # Where the trainable bit widths start (HGQ2's b0/i0 of weights and biases, i0/f0 of data); unset: HGQ2's
+    # defaults (weights 8 bits, 2 integer; data 2 integer + 6 fractional). Narrow starts, as in HGQ2's own
+    # jet-tagger example (3/0 and 3/3), let the EBOPs regulariser begin near the small end of the front.
+    weight_bits0: int | None = Field(None, ge=1, le=24)
+    weight_int_bits0: int | None = Field(None, ge=-16, le=16)
+    data_int_bits0: int | None = Field(None, ge=-16, le=16)
+    data_frac_bits0: int | None = Field(None, ge=-16, le=24)
 
 
 def quantizer_scopes(section: Any) -> list[Any]:
     """HGQ2 config scopes for ``section``: trainable fixed-point weights (``kbi``) and data (``kif``)."""
     from hgq.config import LayerConfigScope, QuantizerConfigScope
 
-    return [QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode=section.weight_overflow),
-            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode=section.datalane_overflow),
+    def given(**widths: int | None) -> dict[str, int]:  # only what the recipe sets: HGQ2's defaults otherwise
+        return {k: v for k, v in widths.items() if v is not None}
+
+    weights = given(b0=getattr(section, "weight_bits0", None), i0=getattr(section, "weight_int_bits0", None))
+    data = given(i0=getattr(section, "data_int_bits0", None), f0=getattr(section, "data_frac_bits0", None))
+    return [QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode=section.weight_overflow, **weights),
+            QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode=section.datalane_overflow,
+                                 **data),
             LayerConfigScope(enable_ebops=True, beta0=section.beta0)]
