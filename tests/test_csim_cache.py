@@ -4,14 +4,16 @@ builds race, can be switched off, and a cached hls4ml C-simulation is still bit-
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastml import csim_cache
+from fastml import csim_cache, csim_split
 from fastml.csim_cache import build_csim
 from fastml.errors import ToolError
 
@@ -126,6 +128,154 @@ def test_compile_error_names_the_error_and_stores_nothing(tmp_path: Path, cache:
     assert list(cache.iterdir()) == []  # the failed attempt's temporary folder is gone too
 
 
+#: A project laid out like hls4ml's DA output: kernels as templates in nnet_utils/nnet_code_gen.h, instantiated
+#: from parameters.h (`da_kernel = nnet::NAME<A, accum_t>` in a config struct) and from <p>.cpp
+#: (`nnet::NAME<A, B>(...)`); parameters.h includes a weights header that *defines* an array, as hls4ml's do.
+_DA_CODE_GEN = """#ifndef NNET_CODE_GEN_H_
+#define NNET_CODE_GEN_H_
+namespace nnet {
+template <typename inp_t, typename out_t>
+void einsum_3_da_0_of_1(inp_t model_inp[2], out_t model_out[2]) {
+    model_out[0] = model_inp[0] + model_inp[1];
+    model_out[1] = model_inp[0] * 2;
+}
+template <typename inp_t, typename out_t>
+void einsum_dense3_da_kernel(
+    inp_t inp_tpose[2],
+    out_t out_tpose[2],
+    int l0
+) {
+    einsum_3_da_0_of_1(&inp_tpose[l0 * 2], &out_tpose[l0 * 2]);
+}
+template <typename inp_t, typename out_t>
+void dense_da_5(inp_t model_inp[2], out_t model_out[2]) {
+    model_out[0] = model_inp[0] - 1;
+    model_out[1] = model_inp[1] * model_inp[0];
+}
+}
+#endif
+"""
+_DA_PARAMETERS = """#ifndef PARAMETERS_H_
+#define PARAMETERS_H_
+#include "nnet_utils/nnet_code_gen.h"
+#include "weights/w3.h"
+struct config3 {
+    typedef acc_t accum_t;
+    constexpr static auto da_kernel = nnet::einsum_dense3_da_kernel<in_t, accum_t>;
+};
+#endif
+"""
+_DA_CPP = """#include "toy.h"
+#include "parameters.h"
+void toy(float *x, float *y) {
+    in_t a[2] = {x[0], x[1]};
+    acc_t b[2];
+    result_t c[2];
+    config3::da_kernel(a, b, 0);
+    nnet::dense_da_5<acc_t, result_t>(b, c);
+    y[0] = c[0] + w3[0];
+    y[1] = c[1];
+}
+"""
+
+
+def _da_project(root: Path, main: str = _DA_CPP, code_gen: str = _DA_CODE_GEN) -> Path:
+    _toy_project(root, main)
+    fw = root / "firmware"
+    (fw / "defines.h").write_text("#ifndef DEFINES_H_\n#define DEFINES_H_\ntypedef float in_t;\n"
+                                  "typedef double acc_t;\ntypedef float result_t;\n#endif\n")
+    (fw / "toy.h").write_text('#include "defines.h"\nvoid toy(float *x, float *y);\n')
+    (fw / "nnet_utils").mkdir()
+    (fw / "nnet_utils" / "nnet_code_gen.h").write_text(code_gen)
+    (fw / "parameters.h").write_text(_DA_PARAMETERS)
+    (fw / "weights").mkdir()
+    (fw / "weights" / "w3.h").write_text("float w3[2] = {0.5f, 0.0f};\n")  # a definition: one unit only
+    return root
+
+
+def _da_expected(x: np.ndarray) -> np.ndarray:
+    """The toy's arithmetic, C++'s types: float sums stored as acc_t (double), results as float."""
+    b0, b1 = (x[:, 0] + x[:, 1]).astype(np.float64), (2 * x[:, 0]).astype(np.float64)
+    return np.stack([(b0 - 1).astype(np.float32) + np.float32(0.5), (b1 * b0).astype(np.float32)], 1)
+
+
+@pytest.fixture
+def split_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the planner split the toy kernels (a few lines each) as it would a real model's, on any machine."""
+    for name in ("UNIT_BASE_COST", "MAIN_COST", "BRIDGE_COST"):
+        monkeypatch.setattr(csim_split, name, 0)
+    monkeypatch.setattr(csim_split, "usable_cores", lambda: 2)
+
+
+def test_da_kernels_are_found_with_their_declarators(tmp_path: Path) -> None:
+    insts, prologue = csim_split.find_instantiations(_da_project(tmp_path / "p") / "firmware", "toy")
+    assert sorted(i.declarator for i in insts) == [
+        "void nnet::dense_da_5<acc_t, result_t>(acc_t*, result_t*)",
+        "void nnet::einsum_dense3_da_kernel<in_t, acc_t>(in_t*, acc_t*, int)"]  # accum_t: config3's typedef
+    assert '#include "nnet_utils/nnet_code_gen.h"' in prologue and "weights/" not in prologue
+    cost = {i.function: i.cost for i in insts}
+    assert cost["einsum_dense3_da_kernel"] > cost["dense_da_5"]  # its own lines plus einsum_3_da_0_of_1's
+
+
+def test_split_compile_matches_one_unit(tmp_path: Path, cache: Path, split_anything: None) -> None:
+    a = _da_project(tmp_path / "a")
+    split = build_csim(a, "toy", a / "firmware" / "toy-1.so")
+    one = build_csim(a, "toy", a / "firmware" / "toy-2.so", split=False)
+    assert split.units == 2 and split.units_note.startswith("split: 2 units"), split.units_note
+    assert one.units == 1 and split.key != one.key
+    x = np.random.default_rng(0).normal(0, 3, (64, 2)).astype(np.float32)
+    np.testing.assert_array_equal(_run(split.library, x), _run(one.library, x))
+    np.testing.assert_array_equal(_run(split.library, x), _da_expected(x))
+    again = build_csim(_da_project(tmp_path / "b"), "toy", tmp_path / "b" / "firmware" / "toy-3.so")
+    assert again.cache_hit and again.units == 2  # the cache entry remembers how it was compiled
+
+
+def test_main_unit_leaves_the_moved_kernels_undefined(tmp_path: Path, split_anything: None) -> None:
+    fw = _da_project(tmp_path / "p") / "firmware"
+    plan, _ = csim_split.plan(fw, "toy")
+    assert plan is not None and plan.moved
+    (tmp_path / "extern.h").write_text(plan.extern_header())
+    (tmp_path / "k1.cpp").write_text(plan.kernel_source(1))
+    cxx = shutil.which("g++") or "g++"
+    for src, obj, extra in ((fw / "toy.cpp", "main.o", ["-include", str(tmp_path / "extern.h")]),
+                            (tmp_path / "k1.cpp", "k1.o", [])):
+        subprocess.run([cxx, "-O3", "-c", "-iquote", str(fw), *extra, str(src), "-o", str(tmp_path / obj)],
+                       check=True, capture_output=True)
+
+    def symbols(obj: str) -> dict[str, str]:
+        """``{demangled name: nm type}``, e.g. ``U`` undefined, ``W`` weak (a template instantiation)."""
+        out = subprocess.run(["nm", "-C", str(tmp_path / obj)], capture_output=True, text=True, check=True).stdout
+        found = (re.match(r"\s*(?:[0-9a-f]+\s+)?([A-Za-z])\s+(.*)$", ln) for ln in out.splitlines())
+        return {m.group(2): m.group(1) for m in found if m is not None and "nnet::" in m.group(2)}
+
+    main, kernels = symbols("main.o"), symbols("k1.o")
+    for inst in plan.moved:
+        name = next(s for s in main if s.startswith(f"void nnet::{inst.function}<"))
+        assert main[name] == "U" and kernels[name] in ("T", "W"), (name, main[name], kernels.get(name))
+
+
+def test_project_without_recognised_kernels_is_one_unit(tmp_path: Path, cache: Path) -> None:
+    a = _toy_project(tmp_path / "a")  # no nnet_code_gen.h at all
+    build = build_csim(a, "toy", a / "firmware" / "toy-1.so")
+    assert build.units == 1 and "no generated DA kernels" in build.units_note
+    assert "units: 1" in (cache / build.key / "compile.log").read_text()
+
+
+def test_a_kernel_unit_that_fails_to_compile_falls_back_to_one_unit(
+        tmp_path: Path, cache: Path, split_anything: None) -> None:
+    """dense_da_5 uses a macro <p>.cpp defines before including parameters.h: the kernel unit, which includes
+    only the headers, cannot compile it. The build still succeeds, as one unit, and says why."""
+    a = _da_project(tmp_path / "a", _DA_CPP.replace('#include "parameters.h"', '#define KERNEL_OFFSET 1\n'
+                                                    '#include "parameters.h"'),
+                    _DA_CODE_GEN.replace("model_inp[0] - 1", "model_inp[0] - KERNEL_OFFSET"))
+    build = build_csim(a, "toy", a / "firmware" / "toy-1.so")
+    assert build.units == 1 and "split failed" in build.units_note and "KERNEL_OFFSET" in build.units_note
+    x = np.random.default_rng(1).normal(0, 3, (16, 2)).astype(np.float32)
+    np.testing.assert_array_equal(_run(build.library, x), _da_expected(x))
+    log = (cache / build.key / "compile.log").read_text()
+    assert "split: 2 units" in log and "split failed" in log
+
+
 def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     """Re-converting the quick build's model gives byte-identical sources: the library comes from the
     cache the build filled, and it still reproduces the quantised model exactly."""
@@ -147,6 +297,8 @@ def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     cfg = project_config(project)
     again = hls4ml_backend.convert(trained, cfg, project.parent / "again")
     assert again.info["csim_cache"] == "hit"
+    if csim_split.usable_cores() >= 2:  # the DA kernels compiled in parallel units (fastml.csim_split)
+        assert again.info["csim_units"] >= 2, again.info["csim_units_note"]
     out = again.simulators["csim"](events["x"])
     assert bit_exact_mismatches(events["y_ref"], out) == (0, None)
     assert bit_exact_mismatches(trained.predict_quantized(events["x"]), out) == (0, None)

@@ -114,6 +114,6 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
               "clock_period_ns": fw.clock_period_ns, "hls_backend": "Vitis", "project_name": project_name,
               "csim_compiler": build.compiler, "csim_flags": " ".join(build.flags),
               "csim_cache": ("hit" if build.cache_hit else "miss") if build.cache_dir else "off",
-              "csim_key": build.key},
+              "csim_key": build.key, "csim_units": build.units, "csim_units_note": build.units_note},
         timings_s=timings, handle=hls_model,
     )
