@@ -4,19 +4,26 @@ Rows (the jet-tagger project the build group wrote; same generated sources for e
 
 - ``build_lib.sh (hls4ml, -O3, sequential)``: hls4ml's own compile script, what ``hls_model.compile()`` ran
   before fastml compiled the sources itself (the "before" figure).
+- ``fastml csim compile, cold, one unit``: ``build_csim(..., split=False)`` into an empty cache: the
+  generated ``<project>.cpp`` compiled as one translation unit (fastml's path before ``fastml.csim_split``).
 - ``fastml csim compile, cold``: ``fastml.csim_cache.build_csim`` into an empty cache (chosen flags, the
-  translation units in parallel): what a first build pays.
+  translation units in parallel, ``<project>.cpp``'s DA kernels split over units where the planner
+  expects a gain): what a first build pays. ``vs_one_unit`` = the one-unit row's seconds / this row's;
+  ``units`` = how many units ``<project>.cpp`` became (1: not split, and ``note`` says why).
 - ``fastml csim compile, cached``: the same call again (byte-identical sources): what a rebuild pays.
 - ``da4ml numba kernels, cold`` / ``warm`` (full run only): ``fastml.tools.warm_jit_caches`` in a fresh
   process with an empty ``NUMBA_CACHE_DIR``, then again with that cache: the first build's first-use cost,
   which ``scripts/bootstrap.sh`` now pays at install time.
 
-Each fastml row carries ``speedup`` = the before row's seconds / its own, both measured in this run.
+Each fastml row carries ``speedup`` = the before row's seconds / its own, both measured in this run, and
+``cpu_s``: the CPU seconds (user + sys) of the compilers it ran; ``load`` is the 1-minute load average when
+the row started (2 cores: above ~1 the compilers share the cores with other work).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,7 +47,8 @@ def _timed_build_lib(firmware: Path) -> dict[str, Any]:
 
 def compile_group(ctx: Context) -> list[Row]:
     g = "csim_compile"
-    items = ["build_lib.sh (hls4ml, -O3, sequential)", "fastml csim compile, cold", "fastml csim compile, cached",
+    items = ["build_lib.sh (hls4ml, -O3, sequential)", "fastml csim compile, cold, one unit",
+             "fastml csim compile, cold", "fastml csim compile, cached",
              "da4ml numba kernels, cold (first use)", "da4ml numba kernels, warm (cached)"]
     b = ctx.shared.get("jet_build")
     if b is None:
@@ -63,18 +71,31 @@ def compile_group(ctx: Context) -> list[Row]:
         rows.append(not_run(g, items[0], str(err)))
     old = os.environ.get(csim_cache.CACHE_ENV)
     os.environ[csim_cache.CACHE_ENV] = str(work / "cache")  # an empty cache: the first build's figure
+    one_unit_s = None
     try:
-        for item, expect_hit in ((items[1], False), (items[2], True)):
-            build = csim_cache.build_csim(copy, project, copy / "firmware" / f"{project}-bench.so")
-            values: dict[str, Any] = {"compile_s": round(build.compile_s, 2), "flags": " ".join(build.flags)}
+        # one unit first: its own cache key (split=False), so the split row below is a miss too
+        for item, expect_hit, split in ((items[1], False, False), (items[2], False, True), (items[3], True, True)):
+            load = os.getloadavg()[0]
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            build = csim_cache.build_csim(copy, project, copy / "firmware" / f"{project}-bench.so", split=split)
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_s = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+            values: dict[str, Any] = {"compile_s": round(build.compile_s, 2), "cpu_s": round(cpu_s, 1),
+                                      "units": build.units, "load": round(load, 1), "flags": " ".join(build.flags)}
             if before is not None:
                 values["speedup"] = round(before["compile_s"] / build.compile_s, 1)
+            if not split:
+                one_unit_s = build.compile_s
+            elif not expect_hit and one_unit_s is not None:
+                values["vs_one_unit"] = round(one_unit_s / build.compile_s, 2)
             note = f"cache {'hit' if build.cache_hit else 'miss'}"
             if build.cache_hit != expect_hit:
                 note += f" (expected {'hit' if expect_hit else 'miss'})"
+            if not build.cache_hit:
+                note += f"; {build.units_note}"
             rows.append(Row(g, item, values, note=note))
     except Exception as err:  # ToolError: the sources did not compile
-        rows.append(not_run(g, items[1], str(err)))
+        rows.append(not_run(g, items[len(rows)], str(err)))
     finally:
         if old is None:
             os.environ.pop(csim_cache.CACHE_ENV, None)
@@ -82,10 +103,10 @@ def compile_group(ctx: Context) -> list[Row]:
             os.environ[csim_cache.CACHE_ENV] = old
     if ctx.quick:
         why = "full run only (the cold numba compile takes about a minute on 2 cores)"
-        return [*rows, not_run(g, items[3], why), not_run(g, items[4], why)]
+        return [*rows, not_run(g, items[4], why), not_run(g, items[5], why)]
     env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba")}
     times: list[float] = []
-    for item in items[3:]:
+    for item in items[4:]:
         res = run_child([sys.executable, "-c", _WARM], cwd=REPO_ROOT, env=env, timeout_s=1200)
         if res.returncode != 0:
             rows.append(not_run(g, item, f"warm_jit_caches failed (exit {res.returncode})"))

@@ -56,6 +56,9 @@ from . import csim_split
 from .errors import ToolError
 
 CACHE_ENV = "FASTML_CSIM_CACHE"
+#: ``FASTML_CSIM_SPLIT=off`` compiles ``<project>.cpp`` as one unit (a machine whose cores are busy with other
+#: work: the split costs more CPU in all, see the module docstring).
+SPLIT_ENV = "FASTML_CSIM_SPLIT"
 _OFF = {"0", "off", "false", "no"}
 #: Bump when the way fastml compiles changes in a way the key does not capture.
 _CACHE_FORMAT = 3
@@ -273,15 +276,18 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_csim(firmware_dir: Path, project: str, library: Path, split: bool = True) -> CsimBuild:
+def build_csim(firmware_dir: Path, project: str, library: Path, split: bool | None = None) -> CsimBuild:
     """Compile (or fetch from the cache) the C-simulation of the hls4ml project in ``firmware_dir``.
 
     ``library`` is where the compiled shared library must end up (hls4ml's ``firmware/<project>-<stamp>.so``);
     it is a private copy, so the project stays usable when the cache is cleared. Raises ``ToolError`` with
     the compiler's first error line when the sources do not compile. ``split=False`` compiles
-    ``<project>.cpp`` as one unit (the benchmark's comparison), else ``fastml.csim_split`` decides.
+    ``<project>.cpp`` as one unit (the benchmark's comparison), ``True`` lets ``fastml.csim_split`` decide;
+    ``None``: ``True`` unless ``FASTML_CSIM_SPLIT`` is off/0/false/no.
     """
     t0 = time.perf_counter()
+    if split is None:
+        split = os.environ.get(SPLIT_ENV, "").strip().lower() not in _OFF
     # absolute: the compilers run inside firmware_dir, and `fastml build` passes paths relative to the
     # user's working directory (firmware.output_dir defaults to hls_projects/)
     firmware_dir, library = Path(firmware_dir).absolute(), Path(library).absolute()

@@ -230,6 +230,15 @@ def test_split_compile_matches_one_unit(tmp_path: Path, cache: Path, split_anyth
     assert again.cache_hit and again.units == 2  # the cache entry remembers how it was compiled
 
 
+def test_split_can_be_switched_off(tmp_path: Path, cache: Path, split_anything: None,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(csim_cache.SPLIT_ENV, "off")
+    a = _da_project(tmp_path / "a")
+    build = build_csim(a, "toy", a / "firmware" / "toy-1.so")
+    assert build.units == 1 and build.units_note == "units: 1 (split not asked for)"
+    np.testing.assert_array_equal(_run(build.library, X), _da_expected(X))
+
+
 def test_main_unit_leaves_the_moved_kernels_undefined(tmp_path: Path, split_anything: None) -> None:
     fw = _da_project(tmp_path / "p") / "firmware"
     plan, _ = csim_split.plan(fw, "toy")
