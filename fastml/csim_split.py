@@ -8,9 +8,14 @@ quantisers, ...) and instantiates it with concrete types from ``parameters.h``
 Those instantiations are nearly all of the g++ time of ``<project>.cpp``. This module finds them and writes:
 
 - an *extern* header, ``-include``'d into ``<project>.cpp``: ``extern template void nnet::NAME<A, B>(A*, B*);``
-  for each, so that the main unit compiles everything else and leaves those symbols undefined;
+  for each kernel moved out, so that the main unit leaves those symbols undefined (it keeps compiling the
+  rest, including its own share of the kernels: one unit fewer to pay the headers for);
 - K *kernel units*, each including the same headers and holding explicit instantiations
   (``template void nnet::NAME<A, B>(A*, B*);``) of its share of the kernels.
+
+A split costs more CPU in all than one unit (each unit parses the headers and instantiates again the ap_types
+operators its kernels share: +27-67 % measured, see ``fastml.csim_cache``), so it only pays with free cores;
+``plan_units`` asks for an estimated gain of ``MIN_GAIN`` before it splits.
 
 The bodies compiled are hls4ml's own, unchanged; only the translation unit they are compiled in differs.
 Nothing here edits a generated file.
@@ -39,12 +44,15 @@ from pathlib import Path
 _KNOWN_TYPE_WORDS = {"ap_fixed", "ap_ufixed", "ap_int", "ap_uint", "bool", "char", "short", "int", "long",
                      "unsigned", "signed", "float", "double", "std", "size_t", "true", "false"}
 #: Costs in lines of generated kernel body, measured with g++ 12 -O3 on the 64-32-32 jet tagger (889 kernel
-#: lines; CPU s, load ~2): the headers alone (ap_types, nnet_utils) 3.2 s = ``UNIT_BASE_COST``; the whole
-#: ``<project>.cpp`` 24.2 s, i.e. ~0.024 s a kernel line; ``<project>.cpp`` without its kernels 4.9 s
-#: (``MAIN_COST``: the rest of it beyond the headers); the bridge unit 1.6 s (``BRIDGE_COST``).
-UNIT_BASE_COST = 135
+#: lines; CPU s, each unit alone, load 2-5): the headers alone (ap_types, nnet_utils) 3.2 s = ``HEADER_COST``;
+#: the whole ``<project>.cpp`` 24.2 s, i.e. ~0.024 s a kernel line; ``<project>.cpp`` without its kernels 4.9 s
+#: (``MAIN_COST``: the rest of it beyond the headers); the bridge unit 1.6 s (``BRIDGE_COST``). Split in two
+#: (4 kernels kept, 3 moved) the units took 16.1 + 16.2 s: 6.9 s more than one unit, the headers again and the
+#: ap_types operators both halves instantiate = ``KERNEL_UNIT_COST`` for each kernel unit.
+HEADER_COST = 135
 MAIN_COST = 70
 BRIDGE_COST = 70
+KERNEL_UNIT_COST = 290
 #: Split only when the estimate is at most this fraction of one unit's (see ``plan_units``).
 MIN_GAIN = 0.75
 
@@ -277,19 +285,19 @@ def usable_cores() -> int:
 def plan_units(instantiations: list[Instantiation], cores: int) -> list[list[Instantiation]]:
     """Share the kernels among the main unit (entry 0: those it keeps instantiating itself) and K kernel units
     (entries 1..K), greedy longest-first; K = 0 .. min(cores, kernels + 1) - 1 is the one minimising the
-    estimated wall time ``max(largest unit, all units' cost (bridge included) / cores)``. Every unit pays
-    ``UNIT_BASE_COST`` for its headers, the main unit ``MAIN_COST`` more. A split must be estimated at most
-    ``MIN_GAIN`` of one unit's time: each unit re-instantiates the ap_types templates the kernels share (more
-    CPU in all), which a machine busy with other work pays for instead of gaining. ``[]``: one unit."""
+    estimated wall time ``max(largest unit, all units' cost (bridge included) / cores)``. The main unit pays
+    ``HEADER_COST + MAIN_COST`` besides its kernels, each kernel unit ``KERNEL_UNIT_COST``. A split must be
+    estimated at most ``MIN_GAIN`` of one unit's time: it costs more CPU in all, which a machine busy with
+    other work pays instead of gaining. ``[]``: one unit."""
     ordered = sorted(instantiations, key=lambda i: (-i.cost, i.function, i.args))
     total = sum(i.cost for i in ordered)
-    one = UNIT_BASE_COST + MAIN_COST + total
+    one = HEADER_COST + MAIN_COST + total
     single_wall = max(one, (one + BRIDGE_COST) / cores)
     best: list[list[Instantiation]] = []
     best_wall = MIN_GAIN * single_wall
     for n in range(2, min(cores, len(ordered) + 1) + 1):
         bins: list[list[Instantiation]] = [[] for _ in range(n)]
-        loads = [UNIT_BASE_COST + MAIN_COST] + [UNIT_BASE_COST] * (n - 1)
+        loads = [HEADER_COST + MAIN_COST] + [KERNEL_UNIT_COST] * (n - 1)
         for inst in ordered:
             j = loads.index(min(loads))
             bins[j].append(inst)

@@ -202,7 +202,7 @@ def _da_expected(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def split_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the planner split the toy kernels (a few lines each) as it would a real model's, on any machine."""
-    for name in ("UNIT_BASE_COST", "MAIN_COST", "BRIDGE_COST"):
+    for name in ("HEADER_COST", "MAIN_COST", "BRIDGE_COST", "KERNEL_UNIT_COST"):
         monkeypatch.setattr(csim_split, name, 0)
     monkeypatch.setattr(csim_split, "usable_cores", lambda: 2)
 
