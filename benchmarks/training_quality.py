@@ -36,9 +36,20 @@ from .core import REPO_ROOT, Context, Row, not_run
 
 JET_CONFIG = REPO_ROOT / "configs" / "jet_tagger.yaml"
 
-#: configs/jet_tagger.yaml's train section before issue 14 (commit 25b0be5 and earlier).
-OLD_TRAIN: dict[str, Any] = {"epochs": 60, "beta": {"start": 1e-6, "end": 3e-5}, "select": "smallest_within",
+#: The model keys configs/jet_tagger.yaml had before the narrow-start recipe (commit 53381c5 and earlier).
+_BN_DEFAULT_STARTS: dict[str, Any] = {"batchnorm": True, "weight_bits0": None, "weight_int_bits0": None,
+                                      "data_int_bits0": None, "data_frac_bits0": None}
+#: configs/jet_tagger.yaml's model and train sections before issue 14 (commit 25b0be5 and earlier).
+OLD_MODEL: dict[str, Any] = _BN_DEFAULT_STARTS
+OLD_TRAIN: dict[str, Any] = {"epochs": 60, "batch_size": 512, "learning_rate": 3e-3,
+                             "beta": {"start": 1e-6, "end": 3e-5}, "select": "smallest_within",
                              "max_accuracy_drop": 0.005, "float_epochs": None}
+#: The recipe of the first issue-14 change (commits b1e7ed7..53381c5: 600 epochs, beta ramped to 1e-4, kept
+#: within 0.5 points of the float twin; batch norm and HGQ2's default starting widths): 5 104 EBOPs.
+PREVIOUS_MODEL: dict[str, Any] = _BN_DEFAULT_STARTS
+PREVIOUS_TRAIN: dict[str, Any] = {"epochs": 600, "batch_size": 512, "learning_rate": 3e-3,
+                                  "beta": {"start": 1e-6, "end": 1e-4}, "select": "smallest_within_float",
+                                  "max_accuracy_drop": 0.005, "float_epochs": 100}
 
 #: HGQ2 example/small_jet_tagger.ipynb: 3000 epochs, batch 33 200 of 664 000 training jets (OpenML 42468,
 #: 80 %: 20 steps per epoch), Adam 5e-3, beta0 0.5e-5 throughout (no schedule). Scaled to our sample:
@@ -48,7 +59,7 @@ HGQ2_EXAMPLE: dict[str, Any] = {"steps_per_epoch": 20, "learning_rate": 5e-3, "b
 
 #: --quick: small widths and few epochs, only to prove the machinery end to end.
 QUICK: dict[str, Any] = {"max_samples": 15_000, "hidden": [16], "new_epochs": 40, "old_epochs": 6,
-                         "example_epochs": 40}
+                         "previous_epochs": 20, "example_epochs": 40}
 
 #: EBOPs levels of the front comparison (those inside the new recipe's front are reported).
 LEVELS = (500, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 20_000, 50_000, 100_000)
@@ -164,23 +175,29 @@ def _recipe_row(ctx: Context, cfg: Any, data: Any, tag: str, front_dir: Path) ->
     if values["float_acc"] is not None:
         values["drop_points"] = round(100 * (values["float_acc"] - values["firmware_acc"]), 2)
     tc = cfg.train
-    note = (f"{'-'.join(map(str, cfg.model.hidden))} MLP, beta {tc.beta.start:g}->{tc.beta.end:g} over {tc.epochs} "
-            f"epochs, select {tc.select} {tc.max_accuracy_drop:g}; {len(data.y_test)} test events")
+    m = cfg.model
+    starts = (f"starts {m.weight_bits0}/{m.weight_int_bits0} {m.data_int_bits0}/{m.data_frac_bits0}"
+              if m.weight_bits0 is not None else "HGQ2's default starts")
+    note = (f"{'-'.join(map(str, m.hidden))} MLP{' + batch norm' if m.batchnorm else ''}, {starts}, beta "
+            f"{tc.beta.start:g}->{tc.beta.end:g} over {tc.epochs} epochs, batch {tc.batch_size}, Adam "
+            f"{tc.learning_rate:g}, select {tc.select} {tc.max_accuracy_drop:g}; {len(data.y_test)} test events")
     return Row("training", tag, values, note=note), {"pareto": sel["pareto"], "front_dir": front_dir}
 
 
 def _ratio_row(new: Row, old: Row) -> Row:
     n, o = new.values, old.values
+    label = f"{new.item} / {old.item}"
 
     def ratio(key: str) -> float | None:
         return round(n[key] / o[key], 3) if n.get(key) and o.get(key) else None
 
-    return Row("training", "new / old", {
+    return Row("training", label, {
         "train_s": ratio("train_s"), "train_cpu_s": ratio("train_cpu_s"), "ebops": ratio("ebops"),
         "lut_da4ml": ratio("lut_da4ml"), "firmware_acc": ratio("firmware_acc"),
         "drop_points": round(n["drop_points"] - o["drop_points"], 2)
         if n.get("drop_points") is not None and o.get("drop_points") is not None else None,
-    }, note="ratios new/old of the rows above (same run); drop_points: new minus old, in accuracy points")
+    }, note=f"ratios {label} of the rows above (same run); drop_points: {new.item} minus {old.item}, in accuracy "
+            "points")
 
 
 def front_rows(fronts: dict[str, dict[str, Any]], data: Any, log: Any) -> list[Row]:
@@ -230,20 +247,26 @@ def training_group(ctx: Context) -> list[Row]:
 
     ensure_backend()
     base = load_config(JET_CONFIG)
-    quick_model = {"model": {"hidden": QUICK["hidden"]}} if ctx.quick else {}
-    new_train = {"epochs": QUICK["new_epochs"]} if ctx.quick else {}
-    old_train = {**OLD_TRAIN, **({"epochs": QUICK["old_epochs"]} if ctx.quick else {})}
-    new_cfg = load_config(JET_CONFIG, {"name": "training_new", **quick_model, "train": new_train})
-    old_cfg = load_config(JET_CONFIG, {"name": "training_old", **quick_model, "train": old_train})
+    quick_model = {"hidden": QUICK["hidden"]} if ctx.quick else {}
+
+    def recipe(tag: str, model: dict[str, Any], train: dict[str, Any]) -> Any:
+        quick_train = {"epochs": QUICK[f"{tag}_epochs"]} if ctx.quick else {}
+        return load_config(JET_CONFIG, {"name": f"training_{tag}", "model": {**model, **quick_model},
+                                        "train": {**train, **quick_train}})
+
+    recipes = {"old": recipe("old", OLD_MODEL, OLD_TRAIN), "new": recipe("new", {}, {}),
+               "previous": recipe("previous", PREVIOUS_MODEL, PREVIOUS_TRAIN)}
+    new_cfg = recipes["new"]
     data = load_data(base.data, base.config_dir, max_samples=QUICK["max_samples"] if ctx.quick else None)
 
     rows: list[Row] = []
     fronts: dict[str, dict[str, Any]] = {}
-    for tag, cfg in (("old", old_cfg), ("new", new_cfg)):
+    for tag, cfg in recipes.items():
         ctx.log(f"   training the {tag} recipe ({cfg.train.epochs} epochs)")
         row, fronts[tag] = _recipe_row(ctx, cfg, data, tag, ctx.workdir / f"front_{tag}")
         rows.append(row)
     rows.append(_ratio_row(rows[1], rows[0]))
+    rows.append(_ratio_row(rows[1], rows[2]))
 
     epochs = QUICK["example_epochs"] if ctx.quick else new_cfg.train.epochs
     hidden = QUICK["hidden"] if ctx.quick else HGQ2_EXAMPLE["hidden"]

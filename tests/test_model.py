@@ -76,6 +76,16 @@ def test_float_relative_selection_and_its_fallback() -> None:
         select_checkpoint(records, "smallest_within_float", 0.01)
 
 
+def test_a_checkpoint_exactly_max_drop_below_the_float_twin_is_within() -> None:
+    """Keras logs accuracies as float32: 6 785 of 10 000 right reads 0.67849999..., which must still count as
+    exactly 1 point below a float twin at 68.85 % (the shipped jet tagger's case)."""
+    records = [{"val_accuracy": float(np.float32(0.6793)), "ebops": 4136},
+               {"val_accuracy": float(np.float32(0.6785)), "ebops": 2859},
+               {"val_accuracy": float(np.float32(0.6784)), "ebops": 2259}]  # one event further: outside
+    float_val = float(np.mean(np.arange(10_000) < 6885))
+    assert select_checkpoint(records, "smallest_within_float", 0.01, float_val) == 1
+
+
 def test_float_twin_epochs_are_capped(toy_npz: Path) -> None:
     """``train.float_epochs`` caps the float twin; an epochs override (``--quick``) caps both runs."""
     from fastml.config import parse_config

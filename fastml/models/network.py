@@ -46,6 +46,10 @@ def float_epoch_cap(cfg: TrainConfig, epochs_override: int | None = None) -> int
     return min(cap, epochs_override) if epochs_override else cap
 
 
+#: Slack in ``select_checkpoint``'s "within max_drop" comparison: float32 rounding, not a real margin.
+_SCORE_TOLERANCE = 1e-6
+
+
 def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: float,
                       float_accuracy: float | None = None, key: str = "val_accuracy", sign: int = 1) -> int:
     """Index of the checkpoint to keep among Pareto ``records`` ({'val_accuracy', 'ebops'} each).
@@ -70,7 +74,9 @@ def select_checkpoint(records: list[dict[str, Any]], select: str, max_drop: floa
         reference = sign * float_accuracy
     else:
         reference = best
-    ok = [i for i in range(len(records)) if score[i] >= reference - max_drop]
+    # Keras reports accuracies in float32 (6785/10 000 reads 0.67849999...): without a tolerance far below one
+    # event, a checkpoint exactly max_drop below the reference would be refused by rounding alone.
+    ok = [i for i in range(len(records)) if score[i] >= reference - max_drop - _SCORE_TOLERANCE]
     if not ok:
         return most_accurate
     return min(ok, key=lambda i: (records[i]["ebops"], -score[i]))
