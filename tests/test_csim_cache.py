@@ -285,6 +285,17 @@ def test_a_kernel_unit_that_fails_to_compile_falls_back_to_one_unit(
     assert "split: 2 units" in log and "split failed" in log
 
 
+def test_a_split_that_fails_to_link_falls_back_to_one_unit(
+        tmp_path: Path, cache: Path, split_anything: None) -> None:
+    """A header parameters.h includes (not under weights/) defines a variable: every unit that includes it
+    defines it again, so the split does not link. One unit does."""
+    a = _da_project(tmp_path / "a", code_gen=_DA_CODE_GEN.replace("namespace nnet {", "int toy_global = 1;\n"
+                                                                   "namespace nnet {"))
+    build = build_csim(a, "toy", a / "firmware" / "toy-1.so")
+    assert build.units == 1 and "split failed" in build.units_note and "toy_global" in build.units_note
+    np.testing.assert_array_equal(_run(build.library, X), _da_expected(X))
+
+
 def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     """Re-converting the quick build's model gives byte-identical sources: the library comes from the
     cache the build filled, and it still reproduces the quantised model exactly."""
