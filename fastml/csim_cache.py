@@ -14,7 +14,7 @@ the other. fastml compiles the *same* generated sources (``firmware/<project>.cp
   each unit alone, load 2-5): one unit 24-25 s; split, ``<project>.cpp`` 16 s + one kernel unit 16 s. On two
   free cores that projects to ~17 s instead of ~25 s of wall time; the split costs ~7 s more CPU in all (each
   unit parses the ap_types/nnet_utils headers and instantiates the ap_types operators the kernels share;
-  +27-67 % on four other generated models), which a machine busy with other work pays instead of gaining:
+  +26-65 % on four other generated models), which a machine busy with other work pays instead of gaining:
   compiled in parallel here while another job held ~1.3 of the 2 cores, split 41-47 s vs one unit 27-29 s
   (``FASTML_CSIM_SPLIT=off`` turns it off; benchmarks/README.md, ``csim_compile``, has the figures).
   Simulation speed is unchanged (jet tagger, 10 000 events, one batch call: 36 200 events/s split, 35 400

@@ -14,7 +14,7 @@ Those instantiations are nearly all of the g++ time of ``<project>.cpp``. This m
   (``template void nnet::NAME<A, B>(A*, B*);``) of its share of the kernels.
 
 A split costs more CPU in all than one unit (each unit parses the headers and instantiates again the ap_types
-operators its kernels share: +27-67 % measured, see ``fastml.csim_cache``), so it only pays with free cores;
+operators its kernels share: +26-65 % measured, see ``fastml.csim_cache``), so it only pays with free cores;
 ``plan_units`` asks for an estimated gain of ``MIN_GAIN`` before it splits.
 
 The bodies compiled are hls4ml's own, unchanged; only the translation unit they are compiled in differs.
