@@ -1,12 +1,14 @@
-"""Training quality on the shipped jet sample: the default recipe vs the one it replaced vs HGQ2's own example.
+"""Training quality on the shipped jet sample: the default recipe vs the two it replaced vs HGQ2's own example.
 
-Three quantisation-aware trainings of the 5-class jet tagger on the *same* events and the *same*
+Four quantisation-aware trainings of the 5-class jet tagger on the *same* events and the *same*
 train/validation/test split (``configs/jet_tagger.yaml``'s ``data`` section), one after the other in
 this process, so their times are comparable within the run:
 
 - ``new``: ``configs/jet_tagger.yaml`` as shipped (``fastml.models.kind_of(cfg).train``, exactly what
   ``fastml build`` runs), float twin included.
-- ``old``: the same file with the training section it had before issue 14 (``OLD_TRAIN``).
+- ``old``: the same file with the model and training sections it had before issue 14 (``OLD_MODEL``,
+  ``OLD_TRAIN``).
+- ``previous``: the first issue-14 recipe (``PREVIOUS_MODEL``, ``PREVIOUS_TRAIN``).
 - ``hgq2 example``: the HGQ2 project's example jet tagger (``example/small_jet_tagger.ipynb`` of
   github.com/calad0i/HGQ2): its model (QDense 64-32-32-5 without batch norm, its quantiser scopes and
   output-quantiser regulariser), optimiser (Adam 5e-3) and constant ``beta0 = 0.5e-5``, scaled to our
@@ -14,10 +16,10 @@ this process, so their times are comparable within the run:
   training budget; the notebook's 3000 epochs are over a 22x larger training set). Its Pareto front is
   kept the way fastml keeps one.
 
-For ``old`` and ``new`` the checkpoint each recipe's rule keeps is built as da4ml RTL
+For ``old``, ``previous`` and ``new`` the checkpoint each recipe's rule keeps is built as da4ml RTL
 (``fastml.backends.rtl_backend``): ``lut_da4ml`` is da4ml's cost model, ``firmware_acc`` the test
 accuracy of da4ml's bit-exact emulator (``mismatches`` against the quantised model must be 0). The
-``new / old`` row divides the two, measured in the same run.
+``new / old`` and ``new / previous`` rows divide two of them, measured in the same run.
 
 The front rows compare accuracy at matched EBOPs: for each EBOPs level, each run's Pareto checkpoint
 with the best *validation* accuracy among those at or under the level (chosen without looking at the
