@@ -11,12 +11,13 @@ the other. fastml compiles the *same* generated sources (``firmware/<project>.cp
   to pay: hls4ml's generated DA kernels (function templates in ``nnet_code_gen.h``) are explicitly
   instantiated in extra units and declared ``extern template`` in ``<project>.cpp`` (via ``-include``), so
   the same hls4ml bodies compile in parallel. Measured on the 64-32-32 jet tagger (g++ 12 -O3, CPU seconds,
-  each unit alone, load 2-5): one unit 24-25 s; split, ``<project>.cpp`` 16 s + one kernel unit 16 s. On two
-  free cores that projects to ~17 s instead of ~25 s of wall time; the split costs ~7 s more CPU in all (each
-  unit parses the ap_types/nnet_utils headers and instantiates the ap_types operators the kernels share;
-  +26-65 % on four other generated models), which a machine busy with other work pays instead of gaining:
-  compiled in parallel here while another job held ~1.3 of the 2 cores, split 41-47 s vs one unit 27-29 s
-  (``FASTML_CSIM_SPLIT=off`` turns it off; benchmarks/README.md, ``csim_compile``, has the figures).
+  each unit alone, load 2-5): one unit 24-25 s; split, ``<project>.cpp`` 16 s + one kernel unit 16 s. As
+  ``build_csim`` runs them on the quiet 2-core machine (load 0.4-1.2): split 20.3-21.4 s vs one unit
+  25.8-26.5 s of wall (1.2-1.3x). The split costs more CPU in all (38-40 s vs 27-28 s: each unit parses the
+  ap_types/nnet_utils headers and instantiates the ap_types operators the kernels share; +26-65 % on four
+  other generated models), which a machine busy with other work pays instead of gaining: while another job
+  held ~1.3 of the 2 cores, split 41-47 s vs one unit 27-29 s (``FASTML_CSIM_SPLIT=off`` turns it off;
+  benchmarks/README.md, ``csim_compile``, has the figures).
   Simulation speed is unchanged (jet tagger, 10 000 events, one batch call: 36 200 events/s split, 35 400
   one unit, both bit-exact). A plan the parser cannot make (nothing
   recognised, a small model) compiles one unit; a split that fails to compile or link for any reason is
