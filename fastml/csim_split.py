@@ -107,17 +107,26 @@ class SplitPlan:
         return "\n".join(lines) + "\n"
 
 
-def _matching_brace(text: str, open_at: int) -> int:
-    """Index just past the ``}`` matching the ``{`` at ``open_at`` (the generated code has no braces in strings)."""
+def _matching(text: str, open_at: int, pair: str = "{}", stop: str = "") -> int | None:
+    """Index just past the bracket closing the ``pair[0]`` at ``open_at``; ``None`` at a ``stop`` character first
+    or at the end of ``text`` (the generated code has no brackets in strings)."""
     depth = 0
     for pos in range(open_at, len(text)):
-        if text[pos] == "{":
+        if text[pos] == pair[0]:
             depth += 1
-        elif text[pos] == "}":
+        elif text[pos] == pair[1]:
             depth -= 1
             if depth == 0:
                 return pos + 1
-    return len(text)
+        elif text[pos] in stop:
+            return None
+    return None
+
+
+def _matching_brace(text: str, open_at: int) -> int:
+    """Index just past the ``}`` matching the ``{`` at ``open_at`` (the end of ``text`` if unmatched)."""
+    end = _matching(text, open_at)
+    return len(text) if end is None else end
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -137,17 +146,8 @@ def _split_top_level(text: str) -> list[str]:
 
 def _template_args(text: str, open_at: int) -> str | None:
     """The text between the ``<`` at ``open_at`` and its matching ``>``."""
-    depth = 0
-    for pos in range(open_at, len(text)):
-        if text[pos] == "<":
-            depth += 1
-        elif text[pos] == ">":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1:pos]
-        elif text[pos] in ";{}":
-            return None
-    return None
+    end = _matching(text, open_at, "<>", stop=";{}")
+    return None if end is None else text[open_at + 1:end - 1]
 
 
 @dataclass
