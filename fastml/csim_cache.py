@@ -198,8 +198,9 @@ def _write_log(results: list[subprocess.CompletedProcess[str]], notes: list[str]
     (out_dir / "compile.log").write_text(log)
 
 
-def _first_error(failed: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln for ln in (failed.stderr or failed.stdout).splitlines() if " error:" in ln or "Error" in ln]
+def _first_error(failed: subprocess.CompletedProcess[str], markers: tuple[str, ...] = (" error:", "Error")) -> str:
+    """The first output line holding one of ``markers`` (else the exit status), at most 300 characters."""
+    lines = [ln for ln in (failed.stderr or failed.stdout).splitlines() if any(m in ln for m in markers)]
     return (lines[0].strip() if lines else f"exit status {failed.returncode}")[:300]
 
 
@@ -254,9 +255,9 @@ def _compile(firmware_dir: Path, project: str, cxx: str, flags: tuple[str, ...],
     failed = next((r for r in results if r.returncode != 0), None)
     if failed is not None and split is not None and all(r.returncode == 0 for r in results[:len(common)]):
         # the split failed (a unit or the link): the generated sources as one unit decide what happens
-        why_failed = next((ln.strip() for ln in (failed.stderr or failed.stdout).splitlines()
-                           if "error" in ln.lower() or "definition" in ln), f"exit status {failed.returncode}")
-        notes.append(f"units: 1 (the split failed: {why_failed[:300]})")
+        # "definition": the linker's "multiple definition of ..." names the symbol; its "error:" line does not
+        why_failed = _first_error(failed, (" error:", "Error", "definition"))
+        notes.append(f"units: 1 (the split failed: {why_failed})")
         for _, obj, _ in project_units:
             obj.unlink(missing_ok=True)
         project_units = [main]
