@@ -245,8 +245,8 @@ def quantizer_scopes(section: Any) -> list[Any]:
     def given(**widths: int | None) -> dict[str, int]:  # only what the recipe sets: HGQ2's defaults otherwise
         return {k: v for k, v in widths.items() if v is not None}
 
-    weights = given(b0=getattr(section, "weight_bits0", None), i0=getattr(section, "weight_int_bits0", None))
-    data = given(i0=getattr(section, "data_int_bits0", None), f0=getattr(section, "data_frac_bits0", None))
+    weights = given(b0=section.weight_bits0, i0=section.weight_int_bits0)
+    data = given(i0=section.data_int_bits0, f0=section.data_frac_bits0)
     return [QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode=section.weight_overflow, **weights),
             QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode=section.datalane_overflow,
                                  **data),
