@@ -114,18 +114,18 @@ def at_level(records: list[dict[str, Any]], level: float) -> dict[str, Any] | No
     return max(under, key=lambda r: (r["val_accuracy"], -r["ebops"])) if under else None
 
 
-def evaluate_checkpoint(path: Path, data: Any) -> tuple[Any, float, float, np.ndarray]:
-    """Load a Pareto checkpoint, calibrate it on the training set; (model, EBOPs, test accuracy, per-event
-    correctness on the test split)."""
+def evaluate_checkpoint(path: Path, data: Any) -> tuple[Any, float, np.ndarray]:
+    """Load a Pareto checkpoint, calibrate it on the training set; (model, EBOPs, per-event correctness on the
+    test split: its mean is the test accuracy)."""
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.verification import accuracy
+    from fastml.verification import correct_predictions
 
     model = keras.models.load_model(path, compile=False)
     ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
     scores = np.asarray(model.predict(data.x_test, batch_size=8192, verbose=0))
-    return model, ebops, accuracy(scores, data.y_test), scores.argmax(axis=1) == np.asarray(data.y_test)
+    return model, ebops, correct_predictions(scores, data.y_test)
 
 
 def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, float]:
@@ -208,7 +208,7 @@ def front_rows(fronts: dict[str, dict[str, Any]], data: Any, log: Any) -> list[R
     lo = min(r["ebops"] for r in fronts["new"]["pareto"])
     hi = max(r["ebops"] for r in fronts["new"]["pareto"])
     levels = sorted({int(np.ceil(lo)), *(lv for lv in LEVELS if lo <= lv <= hi)})
-    cache: dict[tuple[str, str], tuple[float, float, np.ndarray]] = {}
+    cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
     rows: list[Row] = []
     for level in levels:
         values: dict[str, Any] = {"ebops_level": level}
@@ -221,11 +221,11 @@ def front_rows(fronts: dict[str, dict[str, Any]], data: Any, log: Any) -> list[R
                 continue
             if (name, rec["file"]) not in cache:
                 log(f"   {name}: front point epoch {rec['epoch']} for {level} EBOPs")
-                _, ebops, acc, correct = evaluate_checkpoint(front["front_dir"] / rec["file"], data)
-                cache[(name, rec["file"])] = (ebops, acc, correct)
-            ebops, acc, correct = cache[(name, rec["file"])]
+                _, ebops, correct = evaluate_checkpoint(front["front_dir"] / rec["file"], data)
+                cache[(name, rec["file"])] = (ebops, correct)
+            ebops, correct = cache[(name, rec["file"])]
             values.update({f"{key}_ebops": round(ebops), f"{key}_val": round(rec["val_accuracy"], 4),
-                           f"{key}_test": round(acc, 4)})
+                           f"{key}_test": round(float(correct.mean()), 4)})
             if name == "new":
                 new_correct = correct
             elif name == "hgq2 example" and new_correct is not None:

@@ -72,11 +72,16 @@ def require_bit_exact(levels: dict[str, VerificationLevel], allowed: int = 0) ->
             )
 
 
-def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of events whose highest score is the true class (binary: score > 0 means class 1)."""
+def correct_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per event: is the highest score the true class (binary: score > 0 means class 1)."""
     scores = np.asarray(scores).reshape(len(labels), -1)
     pred = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
-    return float(np.mean(pred == labels))
+    return pred == np.asarray(labels)
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of events whose highest score is the true class (binary: score > 0 means class 1)."""
+    return float(np.mean(correct_predictions(scores, labels)))
 
 
 def roc_auc_per_class(scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
