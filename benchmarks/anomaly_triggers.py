@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="read already built projects' reports")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES, help="default: both")
     args = ap.parse_args(argv)
-    from fastml.config import load_config
     from fastml.pipeline import build
+    from fastml.recipe import load_config
     from fastml.report import load_report
 
     load_start = os.getloadavg()[0]

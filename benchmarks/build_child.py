@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overrides", default="{}", help="JSON dict merged over the YAML (as load_config does)")
     args = p.parse_args(argv)
 
-    from fastml.config import load_config
     from fastml.pipeline import build
+    from fastml.recipe import load_config
 
     t_imported = time.perf_counter()
     overrides = json.loads(args.overrides)

@@ -32,7 +32,7 @@ QUICK_BDT_OVERRIDES: dict[str, Any] = {"model": {"bdt": {"n_estimators": 4}}}
 def csim_cache_env(ctx: Context) -> dict[str, str]:
     """The run's own, initially empty C-simulation compile cache: builds here pay the first build's compile
     (a user's ~/.cache would make them cache hits), and later groups reuse what they stored."""
-    from fastml.csim_cache import CACHE_ENV
+    from fastml.backends.hls4ml.csim_cache import CACHE_ENV
 
     return {CACHE_ENV: str(ctx.workdir / "csim-cache")}
 
@@ -142,7 +142,7 @@ def bdt_rows(ctx: Context) -> list[Row]:
         rows.append(not_run("build", "jet_bdt: hand-written conifer", f"no xgboost model at {model}"))
         return rows
     try:
-        from fastml.tools import conifer_env
+        from fastml._internal.tools import conifer_env
 
         env = {**os.environ, **conifer_env()}
         backend = b["firmware"].get("conifer_backend", "xilinxhls")

@@ -5,8 +5,9 @@ Rows (the jet-tagger project the build group wrote; same generated sources for e
 - ``build_lib.sh (hls4ml, -O3, sequential)``: hls4ml's own compile script, what ``hls_model.compile()`` ran
   before fastml compiled the sources itself (the "before" figure).
 - ``fastml csim compile, cold, one unit``: ``build_csim(..., split=False)`` into an empty cache: the
-  generated ``<project>.cpp`` compiled as one translation unit (fastml's path before ``fastml.csim_split``).
-- ``fastml csim compile, cold``: ``fastml.csim_cache.build_csim`` into an empty cache (chosen flags, the
+  generated ``<project>.cpp`` compiled as one translation unit (fastml's path before
+  ``fastml.backends.hls4ml.csim_split``).
+- ``fastml csim compile, cold``: ``fastml.backends.hls4ml.csim_cache.build_csim`` into an empty cache (chosen flags, the
   translation units in parallel, ``<project>.cpp``'s DA kernels split over units where the planner
   expects a gain): what a first build pays. ``vs_one_unit`` = the one-unit row's seconds / this row's;
   ``units`` = how many units ``<project>.cpp`` became (1: not split, and ``note`` says why).
@@ -33,7 +34,7 @@ from typing import Any
 
 from .core import REPO_ROOT, Context, Row, not_run, run_child
 
-_WARM = "from fastml.tools import warm_jit_caches; print(warm_jit_caches())"
+_WARM = "from fastml._internal.tools import warm_jit_caches; print(warm_jit_caches())"
 
 
 def _timed_build_lib(firmware: Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ One quantisation-aware training run ramps the regulariser strength ``beta`` (log
 ``end``) and keeps every checkpoint on its accuracy-vs-EBOPs Pareto front (HGQ's own way of
 sweeping beta). Points spread along that front are each calibrated on the training set, their test
 accuracy measured on the quantised model, built as da4ml RTL at 200 MHz
-(``fastml.backends.rtl_backend``) for the da4ml cost-model figures (LUT, FF, latency in cycles) and
+(``fastml.backends.rtl.convert``) for the da4ml cost-model figures (LUT, FF, latency in cycles) and
 synthesised with ``yosys synth_xilinx`` for cell counts (LUT, FF, DSP). These are *estimates* on
 fastml's shipped Pythia 8 sample; the published rows are Vivado post-place-and-route numbers on the
 detector-level OpenML 42468 data set, so they are context, not a like-for-like comparison.
@@ -68,12 +68,12 @@ def _point(ctx: Context, cfg: Any, record: dict[str, Any], front_dir: Any, data:
     from hgq.utils import trace_minmax
 
     from fastml.backends import rtl_backend
+    from fastml.backends.rtl.estimate import rtl_yosys_resources
     from fastml.errors import ToolError
-    from fastml.estimate import rtl_yosys_resources
     from fastml.gate import PART_RESOURCES
     from fastml.models import TrainedModel
     from fastml.models.network import logits_fn as _logits_fn
-    from fastml.verification import accuracy
+    from fastml.verify import accuracy
 
     model = keras.models.load_model(front_dir / record["file"], compile=False)
     ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
@@ -103,9 +103,9 @@ def _point(ctx: Context, cfg: Any, record: dict[str, Any], front_dir: Any, data:
 
 def quality_group(ctx: Context) -> list[Row]:
     """Rows of the ``quality`` group: points along the trade-off, then the published figures (or why absent)."""
-    from fastml.config import load_config
     from fastml.data import load_data
     from fastml.models import kind_of
+    from fastml.recipe import load_config
 
     sweep = QUICK_SWEEP if ctx.quick else FULL_SWEEP
     cfg = load_config(JET_CONFIG, {

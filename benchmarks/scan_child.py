@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
 
-    from fastml.config import read_yaml
+    from fastml.recipe import read_yaml
     from fastml.scan import expand, load_scan, run_scan
     from fastml.scan.worker import WORKER_ENV, run_point
 

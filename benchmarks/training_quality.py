@@ -17,7 +17,7 @@ this process, so their times are comparable within the run:
   kept the way fastml keeps one.
 
 For ``old``, ``previous`` and ``new`` the checkpoint each recipe's rule keeps is built as da4ml RTL
-(``fastml.backends.rtl_backend``): ``lut_da4ml`` is da4ml's cost model, ``firmware_acc`` the test
+(``fastml.backends.rtl.convert``): ``lut_da4ml`` is da4ml's cost model, ``firmware_acc`` the test
 accuracy of da4ml's bit-exact emulator (``mismatches`` against the quantised model must be 0). The
 ``new / old`` and ``new / previous`` rows divide two of them, measured in the same run.
 
@@ -120,7 +120,7 @@ def evaluate_checkpoint(path: Path, data: Any) -> tuple[Any, float, np.ndarray]:
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.verification import correct_predictions
+    from fastml.verify import correct_predictions
 
     model = keras.models.load_model(path, compile=False)
     ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
@@ -141,7 +141,7 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[flo
 def _firmware(ctx: Context, cfg: Any, trained: Any, data: Any, tag: str) -> dict[str, Any]:
     """da4ml RTL of the kept checkpoint: LUT/latency from da4ml's cost model, emulator accuracy on the test split."""
     from fastml.backends import rtl_backend
-    from fastml.verification import accuracy, verify_project
+    from fastml.verify import accuracy, verify_project
 
     rtl_cfg = cfg.model_copy(update={
         "firmware": cfg.firmware.model_copy(update={"backend": "rtl", "output_dir": str(ctx.workdir)}),
@@ -158,7 +158,7 @@ def _firmware(ctx: Context, cfg: Any, trained: Any, data: Any, tag: str) -> dict
 
 def _recipe_row(ctx: Context, cfg: Any, data: Any, tag: str, front_dir: Path) -> tuple[Row, dict[str, Any]]:
     from fastml.models import kind_of
-    from fastml.verification import accuracy
+    from fastml.verify import accuracy
 
     t0, c0 = time.perf_counter(), time.process_time()
     trained = kind_of(cfg).train(cfg, data, progress=False, keep_front=front_dir)
@@ -243,9 +243,9 @@ def front_rows(fronts: dict[str, dict[str, Any]], data: Any, log: Any) -> list[R
 
 def training_group(ctx: Context) -> list[Row]:
     """Rows of the ``training`` group: old and new recipe, their ratios, the HGQ2 example, the matched fronts."""
-    from fastml.config import load_config
+    from fastml._internal.keras_backend import ensure_backend
     from fastml.data import load_data
-    from fastml.keras_backend import ensure_backend
+    from fastml.recipe import load_config
 
     ensure_backend()
     base = load_config(JET_CONFIG)

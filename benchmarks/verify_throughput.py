@@ -6,7 +6,7 @@ Levels, each compiled once and then run once over all events (events/s = events 
 - ``da4ml emulator``: ``comb_trace(...).predict`` (fastml's bit-exact emulation path); "compile" is the trace.
 - ``hls4ml csim (DA)`` / ``hls4ml csim (Latency)``: hls4ml C-simulation library; compile = convert + g++.
 - ``verilator RTL sim``: da4ml Verilog, verilated; compile = trace + pipeline/write + verilator + g++.
-- ``compiled emulator (fastml)``: the traced logic as integer C++ (``fastml.compiled_emulator``) on the
+- ``compiled emulator (fastml)``: the traced logic as integer C++ (``fastml.backends.rtl.emulator``) on the
   verification inputs tiled to 1 000 000 events, beside the DAIS interpreter (100 000 events), the same
   generator with int64 slots only (the path before int32 slots) and da4ml's own ``HLSModel`` (ap_fixed C++)
   on the same logic, speedups against the interpreter (and int32 / int64) in the same run.
@@ -37,7 +37,7 @@ JET_CONFIG = REPO_ROOT / "configs" / "jet_tagger.yaml"
 
 
 def _load(project: Path) -> tuple[Any, np.ndarray, np.ndarray]:
-    from fastml.keras_backend import ensure_backend
+    from fastml._internal.keras_backend import ensure_backend
 
     ensure_backend()
     import hgq  # noqa: F401  (registers the HGQ2 layers)
@@ -57,7 +57,7 @@ def _trained(model: Any) -> Any:
 
 
 def _measure(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
-    from fastml.verification import bit_exact_mismatches
+    from fastml.verify import bit_exact_mismatches
 
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -100,8 +100,8 @@ def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray,
     The events are the verification inputs tiled to ``MILLION`` (the reference is tiled with them, so every
     row is checked for bit-exactness on every event it ran). Compile figures include g++'s CPU seconds.
     """
-    from fastml import compiled_emulator
-    from fastml.estimate import trace_keras
+    from fastml._internal.da4ml import trace_keras
+    from fastml.backends.rtl import emulator as compiled_emulator
 
     reps = -(-MILLION // len(x))
     xm, ym = np.tile(x, (reps, 1))[:MILLION].astype(np.float64), np.tile(y_ref, (reps, 1))[:MILLION]
@@ -177,7 +177,7 @@ def compiled_emulator_rows(g: str, model: Any, x: np.ndarray, y_ref: np.ndarray,
         import contextlib
         import io
 
-        from fastml.guards import tool_watchdog
+        from fastml._internal.guards import tool_watchdog
 
         with (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()),
               tool_watchdog(COMPILE_TIMEOUT_S, "the benchmark's da4ml HLSModel compile")):
@@ -216,7 +216,7 @@ def verify_group(ctx: Context) -> list[Row]:
                                   **_measure(trained.predict_quantized, x, y_ref)},
                     note="compile = first-call JIT of Keras predict"))
 
-    from fastml.config import load_config
+    from fastml.recipe import load_config
 
     # da4ml emulator and verilator: the rtl backend builds both (trace once, then write + verilate)
     cfg = load_config(JET_CONFIG, {"firmware": {"backend": "rtl", "output_dir": str(ctx.workdir)},
@@ -254,8 +254,8 @@ def verify_group(ctx: Context) -> list[Row]:
         else:
             rows.append(not_run(g, items[4], str(proj.info.get("rtl_sim", "rtl_sim not built"))))
 
+    from fastml._internal.guards import tool_watchdog
     from fastml.backends import hls4ml_backend
-    from fastml.guards import tool_watchdog
 
     # Both strategies are converted here, in this process: the DA library comes from the compile cache the
     # build group's child filled (byte-identical sources), so hls4ml's own per-event loop can be measured

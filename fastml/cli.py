@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import FastmlError
 
 COMMAND_MODULES = (
@@ -21,7 +22,7 @@ COMMAND_MODULES = (
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastml", description="Quantised models to verified FPGA firmware.")
-    from . import __version__
+
 
     parser.add_argument("--version", action="version", version=f"fastml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -21,3 +21,16 @@ class ToolError(FastmlError):
 
 class VerificationError(FastmlError):
     """Firmware output differs from the quantised model's output."""
+
+
+class ResourceLimitError(FastmlError):
+    """The model is larger than the recipe allows; the message names the limit and how to lift it."""
+
+
+class BuildLockedError(FastmlError):
+    """Another live process is building the same project."""
+
+
+class UnsupportedLogic(Exception):
+    """da4ml logic uses an operation the compiled emulator does not implement: that level is "not run", never a
+    guess. Not a ``FastmlError``: the rtl backend turns it into a reason, it never reaches a user as an error."""

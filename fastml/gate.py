@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .config import BudgetsConfig
+from .recipe import BudgetsConfig
 from .report import NOT_RUN, RESOURCE_SOURCE_ORDER, Report
 
 Status = Literal["pass", "fail", "not run"]

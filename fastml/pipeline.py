@@ -1,35 +1,47 @@
-"""The whole flow, top-down: config → data → train → convert → verify → estimate → report.
+"""The whole flow, top-down: recipe → data → train → convert → verify → estimate → report.
 
 ``build(cfg)`` is what ``fastml build`` runs; each stage is also callable on its own from a notebook.
 The project is assembled in a temporary sibling folder and moved into place only when complete, so
 a failed build never damages the last good project; a failed one is kept as ``<name>.failed/``.
+
+``build_model(model, data, ...)`` is the same build for a ``keras.Model`` in a notebook: it is
+``fastml build`` of a ``kind: keras`` recipe that this function writes for you. The model is saved
+(``model.save``) and, when the data are arrays, they are saved too, both under
+``<output_dir>/.fastml-inputs/`` named by their SHA-256 (so a later call never overwrites what an earlier
+project points at); the recipe, with paths relative to the project folder, is what the project keeps as
+``config.yaml``, so ``fastml build <output_dir>/<name>/config.yaml`` rebuilds the same firmware.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-from .errors import FastmlError, ToolError, VerificationError
-from .guards import check_model_size, tool_watchdog
+from ._internal.guards import check_model_size, tool_watchdog
+from ._internal.keras_backend import ensure_backend
+from ._internal.project_lock import project_lock
+from .backends import convert, layer_check
+from .data import Dataset, load_data
+from .errors import ConfigError, VerificationError
+from .estimate import estimate_build
+from .metrics import accuracy, roc_auc_per_class
+from .models import TrainedModel, kind_of
+from .models import train as train_model
+from .recipe import BuildConfig, parse_config
 from .report import Report, package_versions, write_report
-
-if TYPE_CHECKING:
-    from .backends import FirmwareProject
-    from .config import BuildConfig
-    from .data import Dataset
-    from .models import TrainedModel
+from .verify import require_bit_exact, verify_project
 
 
 @dataclass(frozen=True)
@@ -108,48 +120,7 @@ def _save_inputs(project_dir: Path, cfg: BuildConfig, data: Dataset, x_verify: n
 
 
 def _save_model(project_dir: Path, cfg: BuildConfig, trained: TrainedModel) -> None:
-    from .models import kind_of
-
     kind_of(cfg).save(trained, project_dir / "model")
-
-
-def _estimate(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
-              log: Callable[[str], None]) -> None:
-    """Fill latency/resources from the backend and the open tools; a tool that cannot run says why."""
-    from . import estimate
-
-    report.resources.update(project.resources)
-    if project.latency is not None:
-        report.set_latency(project.latency)
-    fw = cfg.firmware
-    if fw.backend == "hls4ml" and "da4ml_estimate" not in report.resources:
-        try:
-            if not hasattr(trained.model, "layers"):  # e.g. a QONNX graph
-                what = "an ONNX graph" if trained.kind == "qonnx" else f"a {type(trained.model).__name__}"
-                raise FastmlError(f"da4ml traces Keras (HGQ2) models only; model.kind {trained.kind!r} gives {what}")
-            resources, latency = estimate.da4ml_estimate(trained.model, cfg)
-        except FastmlError as err:  # e.g. an imported model's rounding mode da4ml cannot trace: say why, go on
-            report.checks["da4ml_estimate"] = f"not run: {err}"
-            log(f"da4ml estimate: {err}")
-        else:
-            report.resources["da4ml_estimate"] = resources
-            report.set_latency(latency)
-    # yosys needs HDL: da4ml's RTL, or conifer's VHDL (via ghdl); hls4ml has none before Vitis HLS.
-    yosys_for_project = {"rtl": estimate.rtl_yosys_resources,
-                         "conifer": estimate.conifer_vhdl_yosys_resources if fw.conifer_backend == "vhdl" else None,
-                         }.get(fw.backend)
-    if yosys_for_project is None:
-        return
-    if not fw.yosys:
-        report.checks["yosys"] = "not run: firmware.yosys is false"
-        return
-    try:
-        report.resources["yosys"] = yosys_for_project(project.path, fw.part,
-                                                      log_path=project.path.parent / "logs" / "yosys.log")
-        report.checks["yosys"] = "pass"
-    except ToolError as err:
-        report.checks["yosys"] = f"not run: {err}"
-        log(f"yosys: {err}")
 
 
 def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
@@ -163,10 +134,14 @@ def build(cfg: BuildConfig, quick: bool = False, progress: bool = True,
     cleans up after killed builds. ``ResourceLimitError`` if the model exceeds ``firmware.max_weights``
     (unless ``force``); ``ToolError`` if a tool runs past ``firmware.tool_timeout_s``.
     """
-    from .project_lock import project_lock
-
     with project_lock(cfg.project_dir, log):
         return _build(cfg, quick, progress, log, force)
+
+
+def train(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True) -> TrainedModel:
+    """Train (or load) the recipe's model, its backend checking first that it can build every layer of a model
+    the kind loads or rebuilds (``fastml.train``; a one-line ``ConfigError`` names the layer)."""
+    return train_model(cfg, data, epochs=epochs, progress=progress, check_layers=layer_check(cfg))
 
 
 def new_report(cfg: BuildConfig) -> Report:
@@ -181,9 +156,6 @@ def data_and_train(cfg: BuildConfig, report: Report, timer: StageTimer, quick: b
                    ) -> tuple[Dataset, TrainedModel]:
     """The ``data`` and ``train`` stages every build (and a scan's estimate phase) starts with; fills
     ``report.data``, ``report.ebops`` and ``report.model``."""
-    from .data import load_data
-    from .models import train
-
     with timer.stage("data"):
         data = load_data(cfg.data, cfg.config_dir, max_samples=QUICK.max_samples if quick else None)
         report.data = data.summary()
@@ -195,10 +167,6 @@ def data_and_train(cfg: BuildConfig, report: Report, timer: StageTimer, quick: b
 
 
 def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], None], force: bool) -> Report:
-    from .backends import convert
-    from .models import kind_of
-    from .verification import accuracy, require_bit_exact, roc_auc_per_class, verify_project
-
     timer = StageTimer(log)
     report = new_report(cfg)
     data, trained = data_and_train(cfg, report, timer, quick, progress)
@@ -237,7 +205,7 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
             for level, why in project.not_run.items():
                 report.checks[f"bit_exact_{level}"] = f"not run: {why}"
         with timer.stage("estimate"):
-            _estimate(project, trained, cfg, report, log)
+            estimate_build(project, trained, cfg, report, log)
         with timer.stage("save"):
             _save_inputs(tmp, cfg, data, x_verify, reference, y_test)
             _save_model(tmp, cfg, trained)
@@ -295,4 +263,92 @@ def summary_lines(report: Report) -> list[str]:
     return lines
 
 
-__all__ = ["QUICK", "build", "staging_dir", "summary_lines", "verification_events"]
+#: Folder (inside ``output_dir``) holding the models and arrays notebook builds were made from.
+INPUTS_DIR = ".fastml-inputs"
+
+
+def _store(folder: Path, suffix: str, write: Callable[[Path], None]) -> Path:
+    """Write a file with ``write`` and keep it as ``<sha256[:16]><suffix>`` in ``folder`` (atomic rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+        final = folder / f"{digest}{suffix}"
+        os.replace(tmp, final)
+        return final
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _data_section(data: Any, inputs: Path, project_dir: Path) -> dict[str, Any]:
+    """The recipe's ``data:`` section for what the notebook passed (arrays are stored in ``inputs``)."""
+    if isinstance(data, str):
+        data = {"source": data}
+    elif hasattr(data, "model_dump"):  # a DataConfig
+        data = data.model_dump(mode="json")
+    if isinstance(data, Mapping):
+        section = dict(data)
+        source = str(section.get("source", "builtin:jets_hlf"))
+        if ":" not in source.split("/")[0]:  # a file: relative to the notebook, made relative to the project
+            section["source"] = os.path.relpath(Path(source).resolve(), project_dir.resolve())
+        return section
+    if isinstance(data, Dataset):
+        # the splits, in order, already scaled; the recipe re-splits these events with its split seed
+        x = np.concatenate([data.x_train, data.x_val, data.x_test])
+        y = np.concatenate([data.y_train, data.y_val, data.y_test])
+        extra: dict[str, Any] = {"scaling": "none"}
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (np.asarray(a) for a in data)
+        extra = {}
+    else:
+        raise ConfigError(f"build_model: data: expected a data.source string (e.g. 'builtin:jets_hlf' or a file), "
+                          f"a data section dict, a Dataset or an (x, y) pair of arrays; got {type(data).__name__}")
+    if len(x) != len(y):
+        raise ConfigError(f"build_model: data: x has {len(x)} events, y has {len(y)}; expected the same number")
+    path = _store(inputs, ".npz", lambda p: np.savez(p, x=np.asarray(x, np.float32), y=np.asarray(y)))
+    return {"source": os.path.relpath(path.resolve(), project_dir.resolve()), **extra}
+
+
+def build_model(model: Any, data: Any, *, name: str = "my_model", firmware: Mapping[str, Any] | None = None,
+                verify: Mapping[str, Any] | None = None, budgets: Mapping[str, Any] | None = None,
+                output_dir: str | Path = "hls_projects", calibrate: bool = False, trust_code: bool = False,
+                quick: bool = False, progress: bool = False, log: Callable[[str], None] = print,
+                force: bool = False) -> Report:
+    """Build verified firmware of an in-memory HGQ2 ``keras.Model``; returns the same ``Report`` as ``fastml.build``.
+
+    ``data``: a ``data.source`` string (``"builtin:jets_hlf"``, a file path), a ``data:`` section dict, a
+    ``Dataset`` (its events are stored already scaled, and re-split by the recipe's seed), or an ``(x, y)``
+    pair (stored, split and scaled as any data file). ``firmware`` / ``verify`` / ``budgets``: the recipe
+    sections (``fastml/recipe.py``), e.g. ``firmware={"backend": "rtl"}``. ``calibrate``: re-run HGQ2's
+    ``trace_minmax`` on the training split first. Bad input raises a one-line ``ConfigError`` before
+    anything is compiled; the project lands in ``<output_dir>/<name>/`` with the recipe that reproduces it.
+    """
+    ensure_backend()
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"build_model: model: expected a keras.Model (e.g. an HGQ2 network), got "
+                          f"{type(model).__name__}")
+    output_dir = Path(output_dir)
+    project_dir = output_dir / name
+    inputs = output_dir / INPUTS_DIR
+    model_file = _store(inputs, ".keras", lambda p: model.save(p))
+    raw = {
+        "name": name,
+        "description": "built from a notebook with fastml.build_model",
+        "data": _data_section(data, inputs, project_dir),
+        "model": {"kind": "keras", "path": os.path.relpath(model_file.resolve(), project_dir.resolve()),
+                  "calibrate": calibrate, "trust_code": trust_code},
+        "firmware": {**(firmware or {}), "output_dir": str(output_dir)},
+        "verify": dict(verify or {}),
+        "budgets": dict(budgets or {}),
+    }
+    # The recipe is read as if it were the project's own config.yaml, so its relative paths hold for both.
+    cfg = parse_config(raw, project_dir.resolve() / "config.yaml")
+    return build(cfg, quick=quick, progress=progress, log=log, force=force)
+
+
+__all__ = ["QUICK", "build", "build_model", "staging_dir", "summary_lines", "train", "verification_events"]

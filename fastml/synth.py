@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -31,32 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._internal.vendor import TOOL_NAMES, SynthStep, find_vendor_tools
+from .backends import get_backend
 from .errors import FastmlError
 from .report import NOT_RUN, Latency, Report, Resources
 
 STAGES = ("csynth", "cosim", "export", "vsynth")
-#: Tool key -> (executable name, environment variables whose ``bin/`` may hold it).
-_TOOL_LOCATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "vitis_hls": ("vitis_hls", ("XILINX_HLS", "XILINX_VITIS")),
-    "vitis_run": ("vitis-run", ("XILINX_VITIS",)),
-    "vivado": ("vivado", ("XILINX_VIVADO",)),
-}
-
-
-def find_vendor_tools(env: dict[str, str] | None = None) -> dict[str, str | None]:
-    """Absolute paths of ``vitis_hls``, ``vitis_run`` (``vitis-run``) and ``vivado``, or None where absent.
-
-    Looks on ``PATH`` first, then in ``$XILINX_HLS/bin`` / ``$XILINX_VITIS/bin`` / ``$XILINX_VIVADO/bin``.
-    """
-    env = dict(os.environ if env is None else env)
-    found: dict[str, str | None] = {}
-    for key, (exe, variables) in _TOOL_LOCATIONS.items():
-        path = shutil.which(exe, path=env.get("PATH", ""))
-        for var in variables:
-            if path is None and env.get(var):
-                path = shutil.which(exe, path=str(Path(env[var]) / "bin"))
-        found[key] = path
-    return found
 
 
 @dataclass
@@ -365,79 +344,23 @@ def collect_reports(project_dir: str | Path, newer_than: float | None = None) ->
 # -------------------------------------------------------------------------------------------- running
 
 
-@dataclass
-class _Step:
-    tool: str  # key in find_vendor_tools()
-    args: list[str]
-    cwd: Path
-    log_name: str
-
-
-def _opt_tcl(opts: dict[str, bool]) -> str:
-    body = "".join(f"    {k:<10} {int(v)}\n" for k, v in opts.items())
-    return "array set opt {\n" + body + "}\n"
-
-
-def _hls_step(script: Path, tools: dict[str, str | None], argv_opts: str) -> _Step:
-    if tools.get("vitis_hls") or not tools.get("vitis_run"):
-        return _Step("vitis_hls", ["-f", script.name, argv_opts], script.parent, "synth_vitis_hls.log")
-    return _Step("vitis_run", ["--mode", "hls", "--tcl", script.name], script.parent, "synth_vitis_hls.log")
-
-
-def plan_steps(project_dir: Path, backend: str, stages: list[str], tools: dict[str, str | None]) -> list[_Step]:
+def plan_steps(project_dir: Path, backend: str, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
     """The tool invocations for ``backend`` and ``stages``; writes ``build_opt.tcl`` where the flow reads it.
 
-    Raises ``FastmlError`` when the firmware folder lacks the backend's build script.
+    Raises ``FastmlError`` for unknown stages or when the firmware folder lacks the backend's build script.
     """
-    firmware = project_dir / "firmware"
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
         raise FastmlError(f"synth stages {stages!r}: expected a non-empty subset of {', '.join(STAGES)}")
-    want = set(stages)
-    hls_synth = bool(want & {"csynth", "cosim", "export", "vsynth"})  # every later stage needs C synthesis
-
-    def script(name: str) -> Path:
-        found = sorted(firmware.rglob(name)) if firmware.is_dir() else []
-        if not found:
-            raise FastmlError(f"{firmware}: no {name} (expected the {backend} project written by 'fastml build')")
-        return found[0]
-
-    if backend == "hls4ml":
-        tcl = script("build_prj.tcl")
-        opts = {"reset": False, "csim": "cosim" in want, "synth": hls_synth, "cosim": "cosim" in want,
-                "validation": "cosim" in want, "export": "export" in want, "vsynth": "vsynth" in want,
-                "fifo_opt": False}
-        (tcl.parent / "build_opt.tcl").write_text(_opt_tcl(opts))
-        argv = " ".join(f"{k}={int(v)}" for k, v in opts.items())
-        return [_hls_step(tcl, tools, argv)]
-    if backend == "rtl":
-        tcl = script("build_vivado_prj.tcl")
-        return [_Step("vivado", ["-mode", "batch", "-source", tcl.name], tcl.parent, "synth_vivado.log")]
-    if backend == "conifer":
-        if firmware.is_dir() and any(firmware.rglob("build_hls.tcl")):
-            tcl = script("build_hls.tcl")
-            opts = {"reset": False, "csim": False, "synth": hls_synth, "cosim": "cosim" in want,
-                    "export": "export" in want}
-            (tcl.parent / "build_opt.tcl").write_text(_opt_tcl(opts))
-            steps = [_hls_step(tcl, tools, " ".join(f"{k}={int(v)}" for k, v in opts.items()))]
-            if "vsynth" in want:
-                steps.append(_Step("vivado", ["-mode", "batch", "-source", "vivado_synth.tcl"], tcl.parent,
-                                   "synth_vivado.log"))
-            return steps
-        tcl = script("synth.tcl")  # conifer vhdl backend
-        return [_Step("vivado", ["-mode", "batch", "-source", tcl.name], tcl.parent, "synth_vivado.log")]
-    raise FastmlError(f"backend {backend!r}: synth knows hls4ml, rtl and conifer")
+    return get_backend(backend).synth_steps(project_dir, stages, tools)
 
 
-def _missing_tools(steps: list[_Step], stages: list[str], backend: str, tools: dict[str, str | None]) -> list[str]:
-    needed = {step.tool for step in steps}
-    if backend == "hls4ml" and "vsynth" in stages:
-        needed.add("vivado")  # build_prj.tcl calls `exec vivado` itself
-    names = {"vitis_hls": "vitis_hls", "vitis_run": "vitis_hls", "vivado": "vivado"}
-    return sorted({names[t] for t in needed if not tools.get(t)}, key=lambda n: (n != "vitis_hls", n))
+def _missing_tools(steps: list[SynthStep], stages: list[str], backend: str, tools: dict[str, str | None]) -> list[str]:
+    needed = {step.tool for step in steps} | get_backend(backend).synth_tools(stages)
+    return sorted({TOOL_NAMES[t] for t in needed if not tools.get(t)}, key=lambda n: (n != "vitis_hls", n))
 
 
-def _run_step(step: _Step, exe: str, log: Path, timeout_s: float, env: dict[str, str]) -> tuple[int | None, str]:
+def _run_step(step: SynthStep, exe: str, log: Path, timeout_s: float, env: dict[str, str]) -> tuple[int | None, str]:
     """Run one tool with its output in ``log``; returns (returncode, "" or why it failed)."""
     cmd = [exe, *step.args]
     with open(log, "w") as out:

@@ -40,6 +40,6 @@ fi
 jit_stamp=.venv/.fastml-jit-stamp
 if [ "$(cat "$jit_stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: compiling da4ml's numba kernels once (about a minute)" >&2
-  .venv/bin/python -c "from fastml.tools import warm_jit_caches; warm_jit_caches()"
+  .venv/bin/python -c "from fastml._internal.tools import warm_jit_caches; warm_jit_caches()"
   echo "$want" > "$jit_stamp"
 fi

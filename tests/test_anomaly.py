@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.config import load_config
 from fastml.errors import ConfigError, DataError
+from fastml.recipe import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -24,7 +24,7 @@ CONFIGS = REPO / "configs"
 
 
 def test_roc_auc_matches_pairwise_counting_with_ties() -> None:
-    from fastml.trigger_metrics import roc_auc
+    from fastml.metrics import roc_auc
 
     rng = np.random.default_rng(0)
     b = rng.integers(0, 5, 300).astype(float)  # quantised scores: many ties
@@ -35,7 +35,7 @@ def test_roc_auc_matches_pairwise_counting_with_ties() -> None:
 
 
 def test_threshold_never_accepts_more_sm_than_asked() -> None:
-    from fastml.trigger_metrics import threshold_at_acceptance
+    from fastml.metrics import threshold_at_acceptance
 
     sm = np.repeat(np.arange(100.0), 10)  # 1000 events, ties of 10
     t, achieved = threshold_at_acceptance(sm, 0.025)  # 25 allowed: ties make it 20
@@ -44,7 +44,7 @@ def test_threshold_never_accepts_more_sm_than_asked() -> None:
 
 
 def test_efficiency_at_rate_says_not_run_when_the_sample_is_too_small() -> None:
-    from fastml.trigger_metrics import efficiency_at_rates
+    from fastml.metrics import efficiency_at_rates
 
     rng = np.random.default_rng(1)
     labels = np.r_[np.zeros(5000, int), np.ones(500, int)]
@@ -60,7 +60,7 @@ def test_efficiency_at_rate_says_not_run_when_the_sample_is_too_small() -> None:
 
 
 def test_teacher_agreement() -> None:
-    from fastml.trigger_metrics import teacher_agreement
+    from fastml.metrics import teacher_agreement
 
     t = np.linspace(0, 1, 100)
     assert teacher_agreement(2 * t + 1, t)["spearman"] == pytest.approx(1.0)
@@ -239,7 +239,7 @@ def test_pooled_conv_student_is_bit_exact_through_da4ml() -> None:
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.estimate import trace_keras
+    from fastml._internal.da4ml import trace_keras
     from fastml.models import kind_of
 
     cfg = load_config(CONFIGS / "calo_conv.yaml")
@@ -361,8 +361,8 @@ def test_quick_conv_student_build_is_bit_exact_and_reports_agreement(quick_conv_
 
 
 def test_budget_on_signal_efficiency_at_rate() -> None:
-    from fastml.config import BudgetsConfig
     from fastml.gate import check_budgets
+    from fastml.recipe import BudgetsConfig
     from fastml.report import Report, VerificationLevel
 
     fig = {"sm_events": 50_000, "rates": {"1kHz": {"threshold": 2.0}, "10kHz": {"threshold": 1.0}},

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from fastml.backends import FirmwareProject
-from fastml.config import parse_config
 from fastml.data import Dataset, Scaler
 from fastml.errors import ConfigError
 from fastml.models.bdt import train_bdt
-from fastml.verification import bit_exact_mismatches, verify_project
+from fastml.recipe import parse_config
+from fastml.verify import bit_exact_mismatches, verify_project
 
 #: LSB 1/8 data: xgboost's thresholds land on the grid, so events sit exactly on thresholds.
 GRID = 8
@@ -57,7 +57,7 @@ def xgb3(tmp: Path, data3: Dataset) -> Any:
 @pytest.fixture(scope="module")
 def xgb_projects(tmp: Path, xgb3: Any) -> dict[str, FirmwareProject]:
     """The 3-class xgboost ensemble compiled by conifer's xilinxhls and cpp emulations at ap_fixed<12,4>."""
-    from fastml.backends.conifer_backend import convert
+    from fastml.backends.conifer.convert import convert
 
     out = {}
     for backend in ("xilinxhls", "cpp"):
@@ -79,7 +79,7 @@ def _on_threshold_events(trained: Any, n: int = 300) -> np.ndarray:
 
 
 def test_train_bdt_margins_and_ensemble(xgb3: Any, data3: Dataset) -> None:
-    from fastml.fixed_point import FixedPointEnsemble
+    from fastml.backends.conifer.reference import FixedPointEnsemble
 
     margins = xgb3.predict_float(data3.x_test)
     assert margins.shape == (len(data3.x_test), 3) and xgb3.kind == "bdt" and xgb3.n_classes == 3
@@ -115,7 +115,7 @@ def test_xgboost_split_convention_on_thresholds(xgb_projects: dict[str, Firmware
     """Values exactly on a threshold go right (xgboost: ``x < t`` is left), in the reference and the firmware."""
     import xgboost as xgb
 
-    from fastml.fixed_point import APFixed, FixedPointEnsemble
+    from fastml.backends.conifer.reference import APFixed, FixedPointEnsemble
 
     x = _on_threshold_events(xgb3)
     t = APFixed(12, 4)
@@ -135,7 +135,7 @@ def test_xgboost_split_convention_on_thresholds(xgb_projects: dict[str, Firmware
 
 def test_sklearn_binary_auto_precision(tmp: Path) -> None:
     """scikit-learn GradientBoosting ('<=' convention), two classes (one output), precision search, HLS emulation."""
-    from fastml.backends.conifer_backend import convert
+    from fastml.backends.conifer.convert import convert
 
     data = _dataset(2, seed=3)
     cfg = _cfg(tmp, model={"bdt": {"library": "sklearn", "n_estimators": 5, "max_depth": 2}},
@@ -177,7 +177,7 @@ def test_vhdl_project_written_and_rtl_sim_reported(tmp: Path, xgb3: Any, data3: 
     """VHDL: sources written, conifer's latency formula used; without a VHDL simulator rtl_sim says 'not run'."""
     import shutil
 
-    from fastml.backends.conifer_backend import convert
+    from fastml.backends.conifer.convert import convert
 
     cfg = _cfg(tmp, firmware={"conifer_backend": "vhdl"})
     project = convert(xgb3, cfg, tmp / "vhdl")
@@ -197,8 +197,8 @@ def test_conifer_vhdl_yosys_counts(tmp: Path, xgb3: Any) -> None:
     """A real ghdl synth + yosys run on conifer's VHDL gives LUT/FF counts (skipped only without the tools)."""
     import shutil
 
-    from fastml.backends.conifer_backend import convert
-    from fastml.estimate import conifer_vhdl_yosys_resources
+    from fastml.backends.conifer.convert import convert
+    from fastml.backends.conifer.estimate import conifer_vhdl_yosys_resources
 
     if not (shutil.which("ghdl") and shutil.which("yosys")):
         pytest.skip("ghdl and yosys are installed by scripts/bootstrap.sh when run as root")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from fastml.backends import FirmwareProject
-from fastml.config import parse_config
 from fastml.errors import VerificationError
 from fastml.models import TrainedModel
 from fastml.pipeline import staging_dir
-from fastml.verification import bit_exact_mismatches, require_bit_exact, verify_project
+from fastml.recipe import parse_config
+from fastml.verify import bit_exact_mismatches, require_bit_exact, verify_project
 
 
 # ---------------------------------------------------------------- the main job, quick mode
@@ -125,29 +125,27 @@ def _fake_trained(n_classes: int = 5) -> TrainedModel:
 def test_mismatching_firmware_fails_build_and_keeps_last_good_project(
     tmp_path: Path, toy_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fastml.backends
-    import fastml.models
     import fastml.pipeline
     from fastml.pipeline import build
 
     cfg = parse_config({"name": "toy", "data": {"source": toy_npz.name}, "verify": {"samples": 300},
                         "firmware": {"output_dir": str(tmp_path / "out")}}, toy_npz.parent / "c.yaml")
-    monkeypatch.setattr(fastml.models, "train", lambda cfg, data, epochs=None, progress=True: _fake_trained())
+    monkeypatch.setattr(fastml.pipeline, "train_model", lambda cfg, data, **kw: _fake_trained())
     # the fake model has nothing to estimate or save
-    monkeypatch.setattr(fastml.pipeline, "_estimate", lambda *a, **k: None)
+    monkeypatch.setattr(fastml.pipeline, "estimate_build", lambda *a, **k: None)
     monkeypatch.setattr(fastml.pipeline, "_save_model", lambda *a, **k: None)
     good = cfg.project_dir
     good.mkdir(parents=True)
     (good / "report.json").write_text('{"previous": "good"}')
 
-    monkeypatch.setattr(fastml.backends, "convert", lambda trained, cfg, d: _fake_project(d, perturb=True))
+    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: _fake_project(d, perturb=True))
     with pytest.raises(VerificationError, match="csim: 1 of 1500 outputs differ"):
         build(cfg, progress=False, log=lambda m: None)
     assert (good / "report.json").read_text() == '{"previous": "good"}'
     failed = json.loads((good.parent / "toy.failed" / "report.json").read_text())
     assert failed["status"] == "failed" and failed["verification"]["csim"]["mismatches"] == 1
 
-    monkeypatch.setattr(fastml.backends, "convert", lambda trained, cfg, d: _fake_project(d, perturb=False))
+    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: _fake_project(d, perturb=False))
     report = build(cfg, progress=False, log=lambda m: None)
     assert report.status == "ok" and report.verification["csim"].mismatches == 0
     assert json.loads((good / "report.json").read_text())["status"] == "ok"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from fastml._internal.guards import ResourceLimitError, check_model_size, tool_watchdog
+from fastml._internal.project_lock import BuildLockedError, lock_path, project_lock, recover_interrupted
 from fastml.errors import ToolError
-from fastml.guards import ResourceLimitError, check_model_size, tool_watchdog
-from fastml.project_lock import BuildLockedError, lock_path, project_lock, recover_interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
@@ -43,7 +43,7 @@ def _hold_lock(project: Path) -> subprocess.Popen:
     """A real process that takes the project's lock and sleeps."""
     code = textwrap.dedent(f"""
         import time
-        from fastml.project_lock import project_lock
+        from fastml._internal.project_lock import project_lock
         with project_lock({str(project)!r}, log=lambda m: None):
             print("locked", flush=True)
             time.sleep(120)

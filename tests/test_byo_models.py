@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.config import load_config
 from fastml.errors import ConfigError
+from fastml.recipe import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 QKERAS = REPO / "tests" / "fixtures" / "qkeras"
@@ -49,7 +49,7 @@ def _recipe(tmp_path: Path, model: dict, data_source: str, backend: str = "hls4m
 
 def _train(recipe: Path):
     from fastml.data import load_data
-    from fastml.models import train
+    from fastml.pipeline import train
 
     cfg = load_config(recipe)
     return train(cfg, load_data(cfg.data, cfg.config_dir), progress=False)
@@ -208,9 +208,9 @@ def _golden(name: str) -> tuple[np.ndarray, str]:
     ("qkeras_conv", "builtin:jets_constituents", {"n_particles": 8}),
 ])
 def test_qkeras_rebuild_reproduces_qkeras_predictions(name: str, source: str, extra: dict) -> None:
-    from fastml.config import DataConfig
     from fastml.data import load_data
     from fastml.models.qkeras_model import read_h5, rebuild_hgq
+    from fastml.recipe import DataConfig
 
     data = load_data(DataConfig(source=source, **extra), REPO)
     y_qkeras, x_sha = _golden(name)
@@ -252,9 +252,9 @@ def test_qkeras_quantisers_fastml_cannot_reproduce_are_refused(change: dict, exp
 def test_qkeras_folded_batchnorm_rebuild_reproduces_qkeras_predictions() -> None:
     """QConv2DBatchnorm (QKeras 0.9.0, trained 4 epochs: moving variances 0.23-4.4) rebuilt with the folded,
     quantised kernel and bias: QKeras's own predictions on 10 000 events, every output equal."""
-    from fastml.config import DataConfig
     from fastml.data import load_data
     from fastml.models.qkeras_model import read_h5, rebuild_hgq
+    from fastml.recipe import DataConfig
 
     data = load_data(DataConfig(source="builtin:jets_constituents", n_particles=8), REPO)
     y_qkeras, x_sha = _golden("qkeras_conv_bn")
@@ -271,8 +271,8 @@ def test_qkeras_folded_batchnorm_rebuild_reproduces_qkeras_predictions() -> None
 
 def test_da4ml_estimate_of_a_qkeras_model_says_why_it_cannot_run() -> None:
     """da4ml 0.5 fails a bare ``assert`` on half-to-even rounding; fastml says so in words before tracing."""
+    from fastml._internal.da4ml import trace_keras, untraceable_quantiser
     from fastml.errors import FastmlError
-    from fastml.estimate import trace_keras, untraceable_quantiser
     from fastml.models.qkeras_model import read_h5, rebuild_hgq
 
     model, _ = rebuild_hgq(*read_h5(QKERAS / "qkeras_mlp.h5"), "qkeras_mlp")
@@ -475,9 +475,9 @@ QONNX = REPO / "tests" / "fixtures" / "qonnx"
 
 
 def test_qonnx_reference_is_qonnx_execution_and_equals_qkeras() -> None:
-    from fastml.config import DataConfig
     from fastml.data import load_data
     from fastml.models.qonnx_model import execute, load_qonnx
+    from fastml.recipe import DataConfig
 
     with np.load(QONNX / "qonnx_mlp_golden.npz") as g:
         y_qonnx, x_sha = g["y"], str(g["x_sha256"])

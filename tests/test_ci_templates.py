@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import fastml.cli
-from fastml.config import BudgetsConfig
+from fastml.recipe import BudgetsConfig
 from fastml.report import Latency, Report, Resources, VerificationLevel, write_report
 
 CI = Path(__file__).resolve().parents[1] / "ci"

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.keras_backend import ensure_backend
+from fastml._internal.keras_backend import ensure_backend
 
 ensure_backend()
 
-from fastml import compiled_emulator  # noqa: E402
+from fastml.backends.rtl import emulator as compiled_emulator  # noqa: E402
 from fastml.errors import ToolError  # noqa: E402
-from fastml.verification import bit_exact_mismatches  # noqa: E402
+from fastml.verify import bit_exact_mismatches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def traced():
     """The tiny 16 -> 8 -> 5 MLP of test_rtl, its traced logic, and test events (some beyond the trained range)."""
     from test_rtl import tiny_trained_model
 
-    from fastml.estimate import trace_keras
+    from fastml._internal.da4ml import trace_keras
 
     trained, x = tiny_trained_model()
     return trained, trace_keras(trained.model), x

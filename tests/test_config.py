@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fastml.cli import main
-from fastml.config import BuildConfig, load_config, parse_config
 from fastml.errors import ConfigError
+from fastml.recipe import BuildConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The C-simulation compile cache (fastml.csim_cache): hits only on byte-identical sources, safe when
+"""The C-simulation compile cache (fastml.backends.hls4ml.csim_cache): hits only on byte-identical sources, safe when
 builds race, can be switched off, and a cached hls4ml C-simulation is still bit-exact."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml import csim_cache, csim_split
-from fastml.csim_cache import build_csim
+from fastml.backends.hls4ml import csim_cache, csim_split
+from fastml.backends.hls4ml.csim_cache import build_csim
 from fastml.errors import ToolError
 
 #: A two-output "project" laid out like hls4ml's: firmware/<p>.cpp, <p>_bridge.cpp with <p>_float.
@@ -303,11 +303,11 @@ def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
         pytest.skip(f"{csim_cache.CACHE_ENV} switches the cache off in this environment")
     import keras
 
-    from fastml.backends import hls4ml_backend
-    from fastml.config import project_config
+    from fastml.backends.hls4ml import convert as hls4ml_backend
     from fastml.models import TrainedModel
     from fastml.models.network import logits_fn
-    from fastml.verification import bit_exact_mismatches
+    from fastml.recipe import project_config
+    from fastml.verify import bit_exact_mismatches
 
     project, _ = quick_jet_build
     model = keras.models.load_model(project / "model" / "model.keras", compile=False)
@@ -317,7 +317,7 @@ def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     cfg = project_config(project)
     again = hls4ml_backend.convert(trained, cfg, project.parent / "again")
     assert again.info["csim_cache"] == "hit"
-    if csim_split.usable_cores() >= 2:  # the DA kernels compiled in parallel units (fastml.csim_split)
+    if csim_split.usable_cores() >= 2:  # the DA kernels compiled in parallel units (fastml.backends.hls4ml.csim_split)
         assert again.info["csim_units"] >= 2, again.info["csim_units_note"]
     out = again.simulators["csim"](events["x"])
     assert bit_exact_mismatches(events["y_ref"], out) == (0, None)

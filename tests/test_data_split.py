@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from fastml.config import parse_config
 from fastml.data import Scaler, Table, load_data, read_source, split_table
 from fastml.errors import DataError
+from fastml.recipe import parse_config
 
 
 def table(n: int = 1000, seed: int = 0) -> Table:

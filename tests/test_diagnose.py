@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.keras_backend import ensure_backend
+from fastml._internal.keras_backend import ensure_backend
 
 ensure_backend()
 
-from fastml.diagnose import FixedType, classify, compare_layer, diagnose, to_grid  # noqa: E402
+from fastml.diagnose import diagnose  # noqa: E402
 from fastml.errors import FastmlError  # noqa: E402
+from fastml.verify.layers import FixedType, classify, compare_layer, to_grid  # noqa: E402
 
 N_EVENTS = 400
 
@@ -124,7 +125,8 @@ def test_out_of_range_events_expose_a_saturating_input_type(tiny_hls_project: Pa
 
 def test_perturbed_table_entry_is_named_table(tiny_hls_project: Path, tmp_path: Path) -> None:
     """One entry of the tanh lookup table (the one the events use most) is changed in the project."""
-    from fastml.diagnose import _load_keras, keras_layer_values
+    from fastml.verify.layers import keras_layer_values
+    from fastml.verify.layers import load_keras as _load_keras
 
     project = _copy(tiny_hls_project, tmp_path)
     x = np.load(project / "model" / "verify_inputs.npz")["x"]
@@ -214,7 +216,8 @@ def tiny_rtl_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """da4ml RTL project as fastml's rtl backend writes it (trace, pipeline at cutoff 5, RTLModel.write)."""
     from da4ml.codegen import RTLModel
 
-    from fastml.estimate import RTL_TOP, pipeline, trace_keras
+    from fastml._internal.da4ml import pipeline, trace_keras
+    from fastml.backends.rtl.estimate import RTL_TOP
 
     model, x = _tiny_model()
     root = tmp_path_factory.mktemp("diag") / "tiny_rtl"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fastml.distribution import DISTRIBUTION
+from fastml._internal.distribution import DISTRIBUTION
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "ci" / "install_fastml.sh"

@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from fastml._internal.da4ml import da4ml_estimate
+from fastml._internal.tools import find_yosys
+from fastml._internal.yosys import resources_from_cells, yosys_family, yosys_resources
+from fastml.backends.rtl.estimate import rtl_verilog_sources
 from fastml.errors import FastmlError, ToolError
-from fastml.estimate import (
-    da4ml_estimate,
-    estimate_project,
-    resources_from_cells,
-    rtl_verilog_sources,
-    yosys_family,
-    yosys_resources,
-)
+from fastml.estimate import estimate_project
 from fastml.report import Report, load_report, write_report
-from fastml.tools import find_yosys
 
 needs_yosys = pytest.mark.skipif(find_yosys() is None,
                                  reason="yosys not installed (/usr/bin/yosys absent): apt-get install yosys")
@@ -104,7 +100,7 @@ def test_yosys_maps_da4ml_table_roms_to_luts(tmp_path):
         pytest.skip("yosys not installed (/usr/bin/yosys absent): apt-get install yosys")
     import da4ml
 
-    from fastml.estimate import _rom_style_fix
+    from fastml._internal.yosys import _rom_style_fix
 
     rom = Path(da4ml.__file__).parent / "codegen" / "rtl" / "verilog" / "source" / "lookup_table.v"
     # 64 entries of 6 bits: entry i holds (7 * i) mod 64, so every output bit depends on the address
@@ -118,7 +114,7 @@ def test_yosys_maps_da4ml_table_roms_to_luts(tmp_path):
 
 
 def test_missing_yosys_is_a_tool_error(monkeypatch, tmp_path):
-    import fastml.tools as tools
+    import fastml._internal.tools as tools
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(tools, "DEFAULT_YOSYS", tmp_path / "no-yosys")
@@ -176,7 +172,7 @@ def test_vhdl_project_is_synthesised_from_its_verilog_twin(project, estimated, t
     from test_rtl import rtl_config
 
     from fastml.backends import convert
-    from fastml.estimate import rtl_yosys_resources
+    from fastml.backends.rtl.estimate import rtl_yosys_resources
 
     _, _, trained, _ = project
     cfg = rtl_config(rtl_sim=False, flavor="vhdl")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastml.backends.conifer_backend import search_precision
-from fastml.fixed_point import APFixed, FixedPointEnsemble, Precision, integer_bits_for
+from fastml.backends.conifer.convert import search_precision
+from fastml.backends.conifer.reference import APFixed, FixedPointEnsemble, Precision, integer_bits_for
 
 
 def _stump_ensemble(threshold: float, convention: str, n_classes: int = 2) -> dict:
@@ -108,7 +108,7 @@ def ap_cast(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A tiny C++ program casting doubles to each type with the real ap_fixed.h; prints the integer codes."""
     import subprocess
 
-    from fastml.tools import conifer_env
+    from fastml._internal.tools import conifer_env
 
     env = conifer_env()
     folder = tmp_path_factory.mktemp("apcast")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import fastml.cli
-from fastml.config import BudgetsConfig, BuildConfig
 from fastml.gate import GateResult, check_budgets, part_totals
+from fastml.recipe import BudgetsConfig, BuildConfig
 from fastml.report import Latency, Report, Resources, VerificationLevel, write_report
 
 

@@ -18,8 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastml.config import BuildConfig, load_config
 from fastml.errors import ConfigError, DataError, FastmlError
+from fastml.recipe import BuildConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -262,7 +262,7 @@ def test_baseline_of_another_project_is_refused(tmp_path, capsys):
 def test_corrupt_saved_models_give_one_line(tmp_path):
     import zipfile
 
-    from fastml.model_files import load_keras_model
+    from fastml._internal.model_files import load_keras_model
 
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(b"PK\x03\x04" + bytes(40))

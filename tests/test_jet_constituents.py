@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from fastml.config import DataConfig, parse_config
 from fastml.data import (
     Scaler,
     Table,
@@ -32,6 +31,7 @@ from fastml.data.jets import load_table
 from fastml.data.published import load_published_particles
 from fastml.data.table import JET_CLASSES, JET_FEATURES
 from fastml.errors import ConfigError, DataError
+from fastml.recipe import DataConfig, parse_config
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fastml" / "data" / "samples"
 SAMPLE = SAMPLES / "jets_constituents_pythia8.npz"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.config import MLPConfig, TrainConfig
 from fastml.models.mlp import build_float_mlp, build_mlp
 from fastml.models.network import beta_schedule, float_epoch_cap, select_checkpoint
+from fastml.recipe import MLPConfig, TrainConfig
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])
@@ -88,9 +88,9 @@ def test_a_checkpoint_exactly_max_drop_below_the_float_twin_is_within() -> None:
 
 def test_float_twin_epochs_are_capped(toy_npz: Path) -> None:
     """``train.float_epochs`` caps the float twin; an epochs override (``--quick``) caps both runs."""
-    from fastml.config import parse_config
     from fastml.data import load_data
     from fastml.models import train
+    from fastml.recipe import parse_config
 
     cfg = parse_config({"name": "t", "data": {"source": toy_npz.name}, "model": {"kind": "mlp", "hidden": [4]},
                         "train": {"epochs": 4, "float_epochs": 2, "batch_size": 1024,

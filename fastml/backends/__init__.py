@@ -1,28 +1,45 @@
-"""Conversion stage: a trained model becomes a firmware project, compiled for simulation.
+"""Conversion stage: a trained model becomes a firmware project, and everything about that project.
 
-One module per backend (``hls4ml_backend``, ``rtl_backend``, ``conifer_backend``), each exposing
-``convert(trained, cfg, project_dir) -> FirmwareProject``. Backends are imported lazily so that a
-user of one backend does not pay for (or need) the others' dependencies.
+A backend is one object (a ``Backend`` subclass) in one subpackage, found by its ``firmware.backend``
+name through ``get_backend`` — as hls4ml finds its backends. It owns the whole life of its projects:
+
+=================  ==========================================================================
+``check_layers``   before anything trains or compiles: every layer of a Keras model is one it can build
+``convert``        write and compile the project; return a ``FirmwareProject`` with simulators
+``estimate``       latency / resources during a build (``estimate_project``: again, later)
+``diagnose``       per-layer comparison of the firmware with its reference
+``synth_steps``    the vendor-tool invocations of ``fastml synth`` (Vitis HLS, Vivado)
+=================  ==========================================================================
+
+Built in: ``hls4ml`` (``fastml.backends.hls4ml``), ``rtl`` (``fastml.backends.rtl``, da4ml Verilog/VHDL),
+``conifer`` (``fastml.backends.conifer``). Another package adds one through the ``fastml.backends`` entry
+point (``fastml._internal.plugins``). No module outside a backend's subpackage branches on a backend's
+name. Subpackages import their tools (hls4ml, da4ml, conifer) inside functions, so a user of one backend
+neither pays for nor needs the others'.
 """
 
 from __future__ import annotations
 
-import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-
-from ..report import Latency, Resources
+from .._internal import plugins
+from .._internal.vendor import SynthStep
+from ..errors import ConfigError, FastmlError
+from ..models.imported import operations
+from ..report import NOT_RUN, Latency, Report, Resources
+from ..types import Simulator
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
-    from ..models import TrainedModel
+    import numpy as np
 
-#: A simulation of the firmware: scaled input events (n, n_features) -> outputs (n, n_outputs).
-Simulator = Callable[[np.ndarray], np.ndarray]
+    from ..models import TrainedModel
+    from ..recipe import BuildConfig
+    from ..verify.layers import Diagnosis
 
 
 @dataclass
@@ -48,14 +65,113 @@ class FirmwareProject:
     handle: Any = None  # the backend's own object (hls4ml ModelGraph, da4ml RTLModel, conifer model)
 
 
-_BACKENDS: dict[str, str] = {
-    "hls4ml": "fastml.backends.hls4ml_backend",
-    "rtl": "fastml.backends.rtl_backend",
-    "conifer": "fastml.backends.conifer_backend",
-}
+class Backend(ABC):
+    """One firmware backend: what it builds, how, and what it can say about its projects afterwards.
+
+    Subclasses set ``name`` (the ``firmware.backend`` value), ``families`` (the model families it takes:
+    ``"network"``, ``"trees"``) and implement ``convert``; every other step has a default that reports
+    "not run" with the reason, so a new backend is useful from its first method on.
+    """
+
+    name: ClassVar[str]
+    families: ClassVar[tuple[Literal["network", "trees"], ...]] = ("network",)
+    #: The converter named in messages about layers (``"hls4ml 1.3"``); empty for a backend of no networks.
+    layer_tool: ClassVar[str] = ""
+    #: What ``fastml diagnose`` compares per layer, in words (its report's "firmware" line).
+    diagnose_firmware: ClassVar[str] = ""
+
+    def check_family(self, trained: TrainedModel, cfg: BuildConfig) -> None:
+        """``ConfigError`` (one line) when this backend cannot build ``trained``'s model family."""
+        if trained.family not in self.families:
+            raise ConfigError(self.wrong_family(trained, cfg))
+
+    def wrong_family(self, trained: TrainedModel, cfg: BuildConfig) -> str:
+        return (f"firmware.backend {self.name!r} builds {' or '.join(self.families)} models, "
+                f"got model.kind {trained.kind!r}")
+
+    def takes_operation(self, op: Any) -> bool:
+        """Whether this backend's converter builds the Keras layer/operation ``op``."""
+        return False
+
+    def check_layers(self, model: Any, where: str) -> None:
+        """One-line ``ConfigError`` naming the first layer of ``model`` this backend cannot build (and a backend
+        that can), before anything is trained on it or compiled."""
+        if "network" not in self.families:
+            networks = [n for n in backend_names() if "network" in get_backend(n).families]
+            raise ConfigError(f"{where}: firmware.backend {self.name!r} does not build neural networks; expected "
+                              f"one of: {', '.join(networks)}")
+        for op in operations(model):
+            if self.takes_operation(op):
+                continue
+            others = [get_backend(n) for n in backend_names() if n != self.name]
+            able = [b for b in others if "network" in b.families and b.takes_operation(op)]
+            hint = (f"; firmware.backend {able[0].name!r} ({able[0].layer_tool}) can build it" if able
+                    else "; no fastml backend can build it")
+            raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) cannot be built by "
+                              f"{self.layer_tool} (firmware.backend {self.name!r}){hint}")
+
+    @abstractmethod
+    def convert(self, trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
+        """Write the project under ``project_dir / "firmware"`` and compile its simulations."""
+
+    def estimate(self, project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
+                 log: Callable[[str], None]) -> None:
+        """Fill ``report``'s latency and resources during a build (the convert step's own figures by default).
+
+        A tool that cannot run puts ``"not run: <why>"`` into ``report.checks``; nothing is made up.
+        """
+        report.resources.update(project.resources)
+        if project.latency is not None:
+            report.set_latency(project.latency)
+
+    def estimate_project(self, project_dir: Path, cfg: BuildConfig, report: Report, run_yosys: bool) -> dict[str, str]:
+        """Re-run the estimates of a built project into ``report``; returns ``{source: "ok" | "not run: why"}``."""
+        return {"da4ml_estimate": f"{NOT_RUN}: backend {self.name} is not a da4ml network",
+                "yosys": f"{NOT_RUN}: backend {self.name} has no Verilog to synthesise here"}
+
+    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
+        """Compare the project's firmware with its reference layer by layer on ``x``, filling ``diag``."""
+        diag.not_run = f"backend {self.name!r} has no per-layer diagnosis"
+
+    def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
+        """The vendor-tool invocations of ``fastml synth`` for ``stages``; ``FastmlError`` if there is no flow."""
+        raise FastmlError(f"backend {self.name!r}: fastml synth has no vendor flow for it")
+
+    def synth_tools(self, stages: list[str]) -> set[str]:
+        """Tools the flow calls by itself, beyond its steps' own (``find_vendor_tools`` keys)."""
+        return set()
+
+    def owns(self, firmware_dir: Path) -> bool:
+        """Whether ``firmware_dir`` looks like this backend's output (for a project without ``report.json``)."""
+        return False
+
+
+@cache
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name`` (built in, or through the ``fastml.backends`` entry point)."""
+    if name not in plugins.names(plugins.BACKENDS):
+        raise FastmlError(f"unknown firmware backend {name!r}; expected one of: "
+                          f"{', '.join(plugins.names(plugins.BACKENDS))}")
+    backend = plugins.load(plugins.BACKENDS, name)()
+    if not isinstance(backend, Backend):
+        raise FastmlError(f"firmware backend {name!r} ({type(backend).__qualname__}) is not a fastml.backends.Backend")
+    return backend
+
+
+def backend_names() -> tuple[str, ...]:
+    return plugins.names(plugins.BACKENDS)
 
 
 def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
     """Write and compile ``cfg.firmware.backend``'s project for ``trained`` under ``project_dir``."""
-    module = importlib.import_module(_BACKENDS[cfg.firmware.backend])
-    return module.convert(trained, cfg, project_dir)
+    backend = get_backend(cfg.firmware.backend)
+    backend.check_family(trained, cfg)
+    return backend.convert(trained, cfg, project_dir)
+
+
+def layer_check(cfg: BuildConfig) -> Callable[[Any, str], None]:
+    """The recipe's backend's ``check_layers``: what ``fastml.models.train`` runs on a model it loads or rebuilds."""
+    return get_backend(cfg.firmware.backend).check_layers
+
+
+__all__ = ["Backend", "FirmwareProject", "Simulator", "backend_names", "convert", "get_backend", "layer_check"]

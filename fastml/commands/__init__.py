@@ -1,7 +1,9 @@
 """CLI verbs: one module per verb group, each with ``register(subparsers)``.
 
-A command module must import quickly (no keras/hls4ml at import time): heavy imports go inside the
-function that runs the verb.
+A command module must import quickly: ``fastml --help`` imports every one of them. So each verb imports
+its stage (and through it pydantic, matplotlib, Keras, Dask...) inside the function that runs the verb;
+this package is the one place where fastml defers its own imports for start-up time (the layering test,
+``tests/contract/test_layering.py``, allows it here and nowhere else without a ``# deferred:`` comment).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
+    from ..recipe import BuildConfig
 
 
 def resolve_project(target: str | Path) -> tuple[Path, BuildConfig | None]:
@@ -19,8 +21,8 @@ def resolve_project(target: str | Path) -> tuple[Path, BuildConfig | None]:
     ``target`` is a build recipe (``.yaml``/``.yml``: its ``project_dir``) or a project folder
     (returned as is, recipe ``None``). Anything else is a one-line ``FastmlError``.
     """
-    from ..config import load_config
     from ..errors import FastmlError
+    from ..recipe import load_config
 
     path = Path(target)
     if path.is_dir():

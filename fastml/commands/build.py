@@ -28,7 +28,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..recipe import load_config
 
     cfg = load_config(args.config)
     print(f"{args.config}: ok — {cfg.name}: model {cfg.model.kind} -> {cfg.firmware.backend} "
@@ -38,14 +38,14 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from ..pipeline import build, summary_lines
+    from ..recipe import load_config
 
     cfg = load_config(args.config, _overrides(args))
     report = build(cfg, quick=args.quick, progress=not args.no_progress and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr), force=args.force)
     if args.plots:
-        from ..plots import save_build_plots
+        from ..report.plots import save_build_plots
 
         save_build_plots(cfg.project_dir)
     print("\n".join(summary_lines(report)))

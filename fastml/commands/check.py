@@ -35,8 +35,9 @@ def load_budgets_file(path: str | Path) -> tuple[Any, str | None]:
     """
     from pydantic import ValidationError
 
-    from ..config import BudgetsConfig, read_yaml
+    from .._internal.schema import pydantic_error_line
     from ..errors import ConfigError
+    from ..recipe import BudgetsConfig, read_yaml
 
     path = Path(path)
     raw = read_yaml(path, "budgets file")
@@ -55,21 +56,10 @@ def load_budgets_file(path: str | Path) -> tuple[Any, str | None]:
     try:
         budgets = BudgetsConfig.model_validate(section)
     except ValidationError as err:
-        raise ConfigError(_one_line_error(path, err, prefix)) from None
+        where = ("budgets",) if prefix else ()
+        raise ConfigError(pydantic_error_line(path, err, BudgetsConfig, prefix=where)) from None
     _check_regression_metrics(path, budgets, prefix)
     return budgets, part
-
-
-def _one_line_error(path: Path, err: Any, prefix: str) -> str:
-    from ..config import BudgetsConfig
-
-    first = err.errors()[0]
-    key = prefix + ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        return f"{path}: unknown key '{key}'; expected one of: {', '.join(BudgetsConfig.model_fields)}"
-    msg = " ".join(first["msg"].removeprefix("Value error, ").split())
-    got = "" if " got " in f" {msg} " else f"; got {first.get('input')!r}"[:100]  # validators already say "got"
-    return f"{path}: key '{key}': {msg}{got}"
 
 
 def _check_regression_metrics(path: Path | str, budgets: Any, prefix: str) -> None:
@@ -94,9 +84,10 @@ def _find_baseline(path: Path, name: str) -> Path | None:
 def run_check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from ..config import BudgetsConfig
+    from .._internal.schema import pydantic_error_line
     from ..errors import FastmlError
     from ..gate import check_budgets, part_totals
+    from ..recipe import BudgetsConfig
     from ..report import load_report
 
     report = load_report(args.target)
@@ -109,7 +100,7 @@ def run_check(args: argparse.Namespace) -> int:
         try:
             budgets = BudgetsConfig.model_validate(report.budgets)
         except ValidationError as err:
-            raise FastmlError(_one_line_error(Path(args.target), err, "budgets.")) from None
+            raise FastmlError(pydantic_error_line(Path(args.target), err, BudgetsConfig, prefix=("budgets",))) from None
         _check_regression_metrics(args.target, budgets, "budgets.")
     baseline = None
     if args.baseline:

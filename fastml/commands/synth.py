@@ -62,8 +62,8 @@ def _parse_stages(text: str | None) -> list[str] | None:
 
 
 def _resolve(target: str, stages: list[str] | None, timeout: int | None) -> _Target:
-    from ..config import SynthConfig, project_config
     from ..errors import FastmlError
+    from ..recipe import SynthConfig, project_config
     from . import resolve_project
 
     project_dir, cfg = resolve_project(target)

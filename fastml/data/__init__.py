@@ -1,405 +1,44 @@
 """Data stage: read a source into a ``Table``, split it reproducibly and scale the inputs.
 
-``load_data(cfg)`` is the one entry point the CLI and notebooks call. The scaling is fitted on the
-training split only and recorded (``Dataset.scaler``) so that firmware inputs can be reproduced.
+``load_data(cfg)`` is the one entry point the CLI and notebooks call:
 
-Inputs are per-event features (events, features) or particle lists (events, particles, features);
+=============  ==========================================================================
+``sources``    ``data.source`` -> ``Table``: builtin samples, published sets, users' files
+``dataset``    the split and the input scaling (fitted on the training split, recorded)
+``table``      the ``Table`` every reader returns (features or particles, labels, names)
+``jets``, ``constituents``, ``anomaly``, ``published``, ``fetch``: the readers and generators
+=============  ==========================================================================
+
+Inputs are per-event features (events, features), particle lists (events, particles, features) or images;
 ``input_layout(source)`` tells which a source gives without reading a user's file, so a recipe whose
 model does not fit its data can be rejected at ``fastml validate`` time.
 """
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from ..errors import DataError
+from ..types import InputLayout
+from .dataset import Dataset, Scaler, padding_mask, split_table
+from .sources import (
+    ANOMALY_SOURCES,
+    BUILTIN_LAYOUTS,
+    BUILTIN_MAX_PARTICLES,
+    BUILTIN_SAMPLES,
+    builtin_sample_path,
+    check_table,
+    input_layout,
+    input_shape,
+    read_source,
+)
 from .table import JET_CLASSES, JET_FEATURES, Table
 
 __all__ = [
-    "JET_CLASSES", "JET_FEATURES", "Dataset", "Scaler", "Table", "input_layout", "input_shape", "load_data",
-    "padding_mask", "read_source", "split_table",
+    "ANOMALY_SOURCES", "BUILTIN_LAYOUTS", "BUILTIN_MAX_PARTICLES", "BUILTIN_SAMPLES", "JET_CLASSES", "JET_FEATURES",
+    "Dataset", "InputLayout", "Scaler", "Table", "builtin_sample_path", "check_table", "input_layout", "input_shape",
+    "load_data", "padding_mask", "read_source", "split_table",
 ]
-
-BUILTIN_SAMPLES = {"jets_hlf": "jets_hlf_pythia8.npz", "jets_constituents": "jets_constituents_pythia8.npz",
-                   # anomaly detection: one file, two views (trigger objects; calorimeter-region image)
-                   "anomaly_objects": "anomaly_events_pythia8.npz", "anomaly_calo": "anomaly_events_pythia8.npz"}
-InputLayout = Literal["features", "particles", "image"]
-#: What each builtin sample's x holds: per-jet features, or per-particle features (events, particles, features),
-#: or an image (events, rows, columns).
-BUILTIN_LAYOUTS: dict[str, InputLayout] = {"jets_hlf": "features", "jets_constituents": "particles",
-                                           "anomaly_objects": "features", "anomaly_calo": "image"}
-#: Builtin samples of event-level trigger data (class 0 = Standard Model, the rest signals).
-ANOMALY_SOURCES: tuple[str, ...] = ("builtin:anomaly_objects", "builtin:anomaly_calo")
-#: Constituents stored per jet in the builtin particle samples: the default and the most ``data.n_particles``
-#: may ask for.
-BUILTIN_MAX_PARTICLES: dict[str, int] = {"jets_constituents": 32}
-
-
-def input_layout(source: str) -> InputLayout | None:
-    """``"features"`` (x is (events, features)) or ``"particles"`` (x is (events, particles, features)) for
-    a ``data.source``, or None when that is not known without reading a user's file.
-
-    Cheap (no file is opened), so config validation can call it to reject e.g. a particle model on
-    per-jet features before anything is built.
-    """
-    if source.startswith("builtin:"):
-        return BUILTIN_LAYOUTS.get(source.split(":", 1)[1])
-    if source.startswith("openml:"):
-        return "features"  # OpenML 42468 is the high-level-feature table
-    if source.startswith("adc2021:"):
-        return "features"  # ADC2021: 19 trigger objects x (pT, eta, phi)
-    return None
-
-
-def input_shape(source: str, n_particles: int | None = None,
-                particle_features: Sequence[str] | None = None) -> tuple[int, ...] | None:
-    """Shape of one event's input for a builtin/OpenML ``data.source`` (and the particle keys), without
-    reading data; None for a user's file. Lets config validation check a model's input size early.
-    """
-    layout = input_layout(source)
-    if source == "builtin:anomaly_calo":
-        from .anomaly import CALO_SHAPE
-
-        return CALO_SHAPE
-    if source == "builtin:anomaly_objects" or source.startswith("adc2021:"):
-        from .anomaly import OBJECT_FEATURES
-
-        return (len(OBJECT_FEATURES),)
-    if layout == "features":
-        return (len(JET_FEATURES),)
-    if layout == "particles":
-        from .constituents import DEFAULT_PARTICLE_FEATURES
-
-        n = n_particles if n_particles is not None else BUILTIN_MAX_PARTICLES[source.removeprefix("builtin:")]
-        return (n, len(particle_features) if particle_features is not None else len(DEFAULT_PARTICLE_FEATURES))
-    return None
-
-
-def padding_mask(x: np.ndarray) -> np.ndarray:
-    """(events, particles) bool, True for padded particles: those whose features are all exactly 0."""
-    return np.all(x == 0, axis=-1)
-
-
-@dataclass(frozen=True)
-class Scaler:
-    """Per-feature affine map ``(x - offset) / scale`` applied before the model's input quantiser.
-
-    On particle data (x of shape (events, particles, features)) it acts on the last axis and keeps
-    padded particles (all features 0) exactly 0, so a Deep Set can still tell padding from particles.
-    """
-
-    offset: np.ndarray
-    scale: np.ndarray
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = ((x - self.offset) / self.scale).astype(np.float32)
-        if x.ndim > 2:
-            out[padding_mask(x)] = 0.0
-        return out
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, list[float]]) -> Scaler:
-        return cls(np.asarray(d["offset"], np.float64), np.asarray(d["scale"], np.float64))
-
-    @classmethod
-    def fit(cls, x: np.ndarray, kind: str) -> Scaler:
-        """Mean/std per feature (last axis); on particle data over real (non-padded) particles only."""
-        n = x.shape[-1]
-        if kind == "none":
-            return cls(np.zeros(n), np.ones(n))
-        if x.ndim > 2:
-            x = x[~padding_mask(x)]  # (real particles, features): padding would drag means to 0
-            if x.shape[0] == 0:
-                return cls(np.zeros(n), np.ones(n))
-        std = x.std(axis=0, dtype=np.float64)
-        return cls(x.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Scaled train/val/test splits. Guarantees: disjoint splits, float32 inputs, int64 labels."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    feature_names: tuple[str, ...]
-    class_names: tuple[str, ...]
-    scaler: Scaler
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_features(self) -> int:
-        """Features per event, or per particle for particle data (the last axis)."""
-        return self.x_train.shape[-1]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one model input: (features,) or (particles, features)."""
-        return tuple(int(d) for d in self.x_train.shape[1:])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    def summary(self) -> dict[str, Any]:
-        """Sizes and provenance, as recorded in the report."""
-        return {
-            "source": self.metadata.get("source"),
-            "n_train": len(self.y_train),
-            "n_val": len(self.y_val),
-            "n_test": len(self.y_test),
-            "features": list(self.feature_names),
-            "input_shape": list(self.input_shape),
-            "classes": list(self.class_names),
-            "scaler": self.scaler.to_dict(),
-        }
-
-
-def builtin_sample_path(name: str) -> Path:
-    """Path of a data sample shipped inside the package."""
-    if name not in BUILTIN_SAMPLES:
-        raise DataError(f"unknown builtin sample {name!r}; available: {', '.join(BUILTIN_SAMPLES)}")
-    path = Path(str(resources.files("fastml.data") / "samples" / BUILTIN_SAMPLES[name]))
-    if not path.is_file():
-        raise DataError(f"builtin sample {name!r} is missing from the installation (expected {path})")
-    return path
-
-
-def _h5_strings(values: Any) -> tuple[str, ...] | None:
-    return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values) or None
-
-
-def _read_arrays(path: Path, x_key: str, y_key: str, n_particles: int | None = None) -> Table:
-    """User data as arrays in .npz or HDF5: x (events, features), or (events, particles, features)."""
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (x_key, y_key) if k not in f.files]
-            if missing:
-                raise DataError(
-                    f"{path}: no array named {missing[0]!r} (has: {', '.join(f.files)}); set data.x_key/y_key"
-                )
-            x, y = f[x_key], f[y_key]
-            names = tuple(str(n) for n in f["feature_names"]) if "feature_names" in f.files else None
-            classes = tuple(str(n) for n in f["class_names"]) if "class_names" in f.files else None
-    else:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            missing = [k for k in (x_key, y_key) if k not in f]
-            if missing:
-                raise DataError(f"{path}: no dataset named {missing[0]!r} (has: {', '.join(f)}); set data.x_key/y_key")
-            x, y = f[x_key][()], f[y_key][()]
-            names = _h5_strings(f.attrs.get("feature_names", ()))
-            classes = _h5_strings(f.attrs.get("class_names", ()))
-    if n_particles is None and x.ndim != 2:
-        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features); "
-                        "for (events, particles, features) set data.n_particles")
-    if n_particles is not None:
-        if x.ndim != 3:
-            raise DataError(f"{path}: data.n_particles needs {x_key!r} of shape (events, particles, features), "
-                            f"got {x.shape}")
-        if n_particles > x.shape[1]:
-            raise DataError(f"{path}: data.n_particles: expected 1..{x.shape[1]} (the particles per event in "
-                            f"{x_key!r}), got {n_particles}")
-        x = x[:, :n_particles]  # the file's first particles; padding must be all-zero rows at the end
-    if y.ndim == 2:  # one-hot labels
-        y = y.argmax(axis=1)
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{path}: {y_key!r} has shape {y.shape}, expected ({len(x)},) labels, one per event")
-    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
-        raise DataError(f"{path}: {x_key!r}/{y_key!r} have dtypes {x.dtype}/{y.dtype}, expected numbers")
-    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
-        raise DataError(f"{path}: {y_key!r} holds non-integer labels, expected class indices 0, 1, ...")
-    y = y.astype(np.int64)
-    if len(y) == 0:
-        raise DataError(f"{path}: no events in {x_key!r} (expected at least one row)")
-    names = names or tuple(f"x{i}" for i in range(x.shape[-1]))
-    classes = classes or tuple(str(c) for c in range(int(y.max()) + 1))
-    return Table(x.astype(np.float32), y, names, classes, {"source": str(path)})
-
-
-def _not_particle_data(source: str, what: str) -> DataError:
-    return DataError(f"data.source {source!r}: data.n_particles/particle_features apply only to particle data; "
-                     f"it has {what}")
-
-
-def read_source(source: str, config_dir: Path = Path("."), x_key: str = "x", y_key: str = "y",
-                n_particles: int | None = None, particle_features: Sequence[str] | None = None) -> Table:
-    """Read ``data.source`` (see ``DataConfig``) into a ``Table``; raises ``DataError`` on failure.
-
-    ``n_particles`` (keep the leading N particles) and ``particle_features`` (names from
-    ``fastml.data.constituents.PARTICLE_FEATURES``) apply to particle data only; for an HDF5 file (or a
-    folder of them) giving either reads particle lists: the hls4ml ``jetConstituentList`` layout, or a
-    3-D ``x_key``.
-    """
-    particle_args = n_particles is not None or particle_features is not None
-    if source.startswith("builtin:"):
-        name = source.split(":", 1)[1]
-        sample = builtin_sample_path(name)
-        if source in ANOMALY_SOURCES:
-            if particle_args:
-                raise _not_particle_data(source, "event-level trigger data")
-            from .anomaly import event_table, load_events
-
-            return event_table(load_events(sample), "calo" if name == "anomaly_calo" else "objects", source)
-        if BUILTIN_LAYOUTS[name] == "particles":
-            from .constituents import DEFAULT_PARTICLE_FEATURES, load_constituents, particle_table
-
-            feats = tuple(particle_features) if particle_features is not None else DEFAULT_PARTICLE_FEATURES
-            table = particle_table(load_constituents(sample), n_particles, feats, source)
-            return Table(table.x, table.y, table.feature_names, table.class_names, {**table.metadata, "source": source})
-        if particle_args:
-            raise _not_particle_data(source, "per-jet features")
-        from .jets import load_table
-
-        table = load_table(sample)
-        return Table(table.x, table.y, table.feature_names, table.class_names, {**table.metadata, "source": source})
-    if source.startswith("openml:"):
-        if source != "openml:42468":
-            raise DataError(f"data.source {source!r}: only openml:42468 (the 5-class jet benchmark) is supported")
-        if particle_args:
-            raise _not_particle_data(source, "per-jet features")
-        from .published import load_openml_42468
-
-        return load_openml_42468()
-    if source.startswith("adc2021:"):
-        from .anomaly import event_table, load_adc2021
-
-        if particle_args:
-            raise _not_particle_data(source, "event-level trigger data")
-        return event_table(load_adc2021(config_dir / source.split(":", 1)[1]), "objects", source)
-    path = (config_dir / source).resolve()
-    if path.is_dir() and particle_args:  # hls4ml particle data comes as a folder of 10 000-jet files
-        from .published import load_published_particles
-
-        table = load_published_particles(path, n_particles, particle_features)
-        check_table(table, path)
-        return table
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
-    try:
-        table = _read_file(path, x_key, y_key, n_particles, particle_features)
-    except DataError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        # truncated or corrupt files surface as whatever the format library raises; say which file, in one line
-        why = " ".join(str(err).split())[:200] or type(err).__name__
-        raise DataError(f"{path}: cannot read this {path.suffix or 'data'} file ({type(err).__name__}: {why}); "
-                        "expected an intact file of that format") from None
-    check_table(table, path)
-    return table
-
-
-def check_table(table: Table, where: Path | str) -> None:
-    """Refuse data a model cannot be trained on, in one line naming ``where``.
-
-    No events; features that are not finite numbers (NaN/inf); class labels that are negative, not
-    integers, beyond the named classes, or all one class.
-    """
-    x, y = table.x, table.y
-    if len(y) == 0:
-        raise DataError(f"{where}: no events (expected at least one row of features and a label)")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{where}: features have dtype {x.dtype}, expected numbers")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        first = np.argwhere(bad)[0]  # (event, ..., feature) whatever the layout
-        col = int(first[-1])
-        name = table.feature_names[col] if col < len(table.feature_names) else col
-        raise DataError(f"{where}: {int(bad.sum())} feature value(s) are NaN or inf (first: event {int(first[0])}, "
-                        f"feature {name!r}); expected finite numbers: drop or fill them first")
-    if not table.class_names:
-        return  # float targets (regression): nothing more to check
-    labels = np.asarray(y)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{where}: labels have dtype {labels.dtype}, expected integer class indices")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= len(table.class_names):
-        raise DataError(f"{where}: labels range from {lo} to {hi}, expected 0..{len(table.class_names) - 1} "
-                        f"(classes {', '.join(table.class_names)})")
-    if lo == hi:
-        raise DataError(f"{where}: every event has label {lo} ({table.class_names[lo]!r}); a classifier needs "
-                        "at least two classes")
-
-
-def _read_file(path: Path, x_key: str, y_key: str, n_particles: int | None = None,
-               particle_features: Sequence[str] | None = None) -> Table:
-    particle_args = n_particles is not None or particle_features is not None
-    if path.suffix in (".h5", ".hdf5") and particle_args and _has_dataset(path, "jetConstituentList"):
-        from .published import load_published_particles
-
-        return load_published_particles(path, n_particles, particle_features)
-    if particle_features is not None:
-        raise DataError(f"{path}: data.particle_features needs an hls4ml particle file (jetConstituentList); "
-                        "for your own arrays choose the features when writing them")
-    if path.suffix in (".npz", ".h5", ".hdf5"):
-        try:
-            return _read_arrays(path, x_key, y_key, n_particles)
-        except DataError:
-            if path.suffix == ".npz" or particle_args:
-                raise
-            from .published import load_published  # an HDF5 table with the benchmark's columns
-
-            return load_published(path)
-    if particle_args:
-        raise _not_particle_data(str(path), "per-jet features")
-    if path.suffix in (".csv", ".parquet", ".arff"):
-        from .published import load_published
-
-        return load_published(path)
-    raise DataError(f"data file {path}: unsupported type {path.suffix!r} (expected .npz, .h5, .csv, .parquet, .arff)")
-
-
-def _has_dataset(path: Path, key: str) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return key in f
-    except OSError:
-        return False  # not HDF5: the reader that follows says so in one line
-
-
-def split_table(table: Table, train: float, val: float, seed: int, max_samples: int | None = None,
-                scaling: str = "standard") -> Dataset:
-    """Shuffle with ``seed``, cut into train/val/test, fit the scaler on train and apply it to all.
-
-    Guarantees: the same (table, fractions, seed) always gives the same split; no event is in two splits.
-    """
-    n = len(table.y)
-    order = np.random.default_rng(seed).permutation(n)
-    if max_samples is not None:
-        order = order[:max_samples]
-    n_used = len(order)
-    n_train, n_val = round(train * n_used), round(val * n_used)
-    if min(n_train, n_val, n_used - n_train - n_val) < 1:
-        raise DataError(f"{n_used} events are too few to split {train:g}/{val:g}/{1 - train - val:g}")
-    idx_train, idx_val, idx_test = np.split(order, [n_train, n_train + n_val])
-    # anomaly detection: scale by the Standard Model events only (what the trigger is trained on)
-    fit_rows = idx_train
-    if "scaler_fit_classes" in table.metadata:
-        fit_rows = idx_train[np.isin(table.y[idx_train], table.metadata["scaler_fit_classes"])]
-    scaler = Scaler.fit(table.x[fit_rows], scaling)
-    return Dataset(
-        scaler(table.x[idx_train]), table.y[idx_train],
-        scaler(table.x[idx_val]), table.y[idx_val],
-        scaler(table.x[idx_test]), table.y[idx_test],
-        table.feature_names, table.class_names, scaler,
-        {**table.metadata, "split_seed": seed},
-    )
 
 
 def load_data(data_cfg: Any, config_dir: Path = Path("."), max_samples: int | None = None) -> Dataset:

@@ -45,8 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from fastml.data.jets import generator_versions, require_generators
-from fastml.errors import DataError
+from ..errors import DataError
+from .jets import generator_versions, require_generators
+from .table import Table
 
 #: Trigger-object slots (ADC2021 order) and how many of each class.
 OBJECT_SLOTS: tuple[tuple[str, int], ...] = (("met", 1), ("eg", 4), ("mu", 4), ("jet", 10))
@@ -679,7 +680,6 @@ def event_table(sample: EventSample, view: str, source: str) -> Any:
     Labels: 0 = "sm", i = signal ``class_names[i]``; the metadata asks the split to fit the input scaling on
     Standard Model events only, and keeps the per-event generated process (``process``) for the report.
     """
-    from .table import Table
 
     if view == "calo":
         x, names = sample.calo_images(), CALO_FEATURES

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fastml.data.table import JET_FEATURES, Table
-from fastml.errors import DataError
+from ..errors import DataError
+from .table import JET_FEATURES, Table
 
 #: Per-particle kinematics stored in ``ConstituentSample.particles`` (last axis), relative to the jet axis.
 STORED_PARTICLE_FIELDS: tuple[str, ...] = ("pt_rel", "deta", "dphi")

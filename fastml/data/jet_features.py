@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastml.data.table import JET_FEATURES
+from .table import JET_FEATURES
 
 #: Soft-drop / mMDT parameters of the benchmark: beta = 0, z_cut = 0.1 (mMDT), C/A declustering.
 MMDT_Z_CUT: float = 0.1

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from fastml.data.constituents import (
+from ..errors import DataError
+from .constituents import (
     JET_FIELDS,
     PARTICLE_TYPES,
     STORED_PARTICLE_FIELDS,
@@ -32,9 +33,8 @@ from fastml.data.constituents import (
     save_constituents,
     to_float16_particles,
 )
-from fastml.data.jet_features import jet_features, kinematics
-from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
-from fastml.errors import DataError
+from .jet_features import jet_features, kinematics
+from .table import JET_CLASSES, JET_FEATURES, Table
 
 #: Settings shared by every class: 13 TeV pp, hard-process pT-hat window around 1 TeV, quiet output.
 COMMON_SETTINGS: tuple[str, ...] = (

@@ -21,8 +21,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
-from fastml.errors import DataError
+from ..errors import DataError
+from .constituents import DEFAULT_PARTICLE_FEATURES, check_particle_features, derive_particle_features
+from .table import JET_CLASSES, JET_FEATURES, Table
 
 #: OpenML data-set id and name of the benchmark.
 OPENML_ID: int = 42468
@@ -335,7 +336,6 @@ def load_published_particles(
     particles all zero; y int64 in ``JET_CLASSES`` order. Raises DataError (one line naming the file) for
     a missing file, a missing dataset or column, or more particles asked for than a file has.
     """
-    from fastml.data.constituents import DEFAULT_PARTICLE_FEATURES, check_particle_features, derive_particle_features
 
     path = Path(path)
     if path.is_dir():

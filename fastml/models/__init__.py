@@ -16,49 +16,46 @@
 =============  ==============================  =============================================  ==================
 
 Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its
-recipe section (``model:`` in the YAML) is its ``Section`` class. ``train(cfg, data)`` trains
+recipe section (``model:`` in the YAML) is its ``Section`` class. A kind's module is imported when a
+recipe names it (``fastml.recipe.model_kind``), never all of them up front. ``train(cfg, data)`` trains
 whatever the recipe names. Kind modules import their heavy libraries (Keras, xgboost) lazily.
+Models never import a backend: what a backend needs of a model is on ``TrainedModel``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from . import (  # noqa: F401  (defining the kinds registers them)
-    attention,
-    autoencoder,
-    bdt,
-    conv,
-    deepsets,
-    keras_model,
-    lut_mlp,
-    mlp,
-    qkeras_model,
-    qonnx_model,
-)
-from .base import InputLayout, ModelKind, ModelSection, TrainedModel, registered_kinds
+from ..errors import ConfigError
+from ..recipe import ModelSection, model_kind
+from ..types import InputLayout
+from .base import ModelKind, TrainedModel, registered_kinds
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
 
 __all__ = ["InputLayout", "ModelKind", "ModelSection", "TrainedModel", "kind_of", "registered_kinds", "train"]
 
 
 def kind_of(cfg: BuildConfig) -> ModelKind:
     """The model kind object for a recipe's ``model`` section."""
-    return registered_kinds()[cfg.model.kind](cfg.model)
+    kind = model_kind(cfg.model.kind)
+    assert kind is not None and issubclass(kind, ModelKind)  # a validated recipe names a loaded kind
+    return kind(cfg.model)
 
 
-def train(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True) -> TrainedModel:
+def train(cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True,
+          check_layers: Callable[[Any, str], None] | None = None) -> TrainedModel:
     """Train (or load) the model the recipe describes; ``epochs`` overrides ``train.epochs`` (``--quick``).
 
     Raises ``ConfigError`` (one line) if the data does not fit the model (e.g. a particle model on
-    a feature vector), before any training.
+    a feature vector), before any training. ``check_layers`` (the backend's, ``fastml.backends.layer_check``)
+    is run on a model the kind loads or rebuilds before it trains on it.
     """
-    from ..errors import ConfigError
-
     kind = kind_of(cfg)
+    kind.check_layers = check_layers
     why = kind.check_data(tuple(data.x_train.shape[1:]), data.n_classes)
     if why is not None:
         raise ConfigError(f"{cfg.source_path or '<config>'}: key 'model.kind': {why}")

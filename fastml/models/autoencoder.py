@@ -23,13 +23,16 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from ..errors import ConfigError
+from ..metrics import BUNCH_CROSSING_HZ, efficiency_at_rates, mean_signal_auc
+from .mlp import dense_stack
 from .network import HGQSection, NetworkKind
 
 if TYPE_CHECKING:
     import keras
 
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
     from .base import TrainedModel
 
 #: What an anomaly-detection recipe must read: event-level trigger objects with an "sm" class first.
@@ -81,7 +84,6 @@ def sm_rows(data: Dataset, split: str) -> np.ndarray:
 
 def require_anomaly_data(cfg: BuildConfig, data: Dataset) -> None:
     """One-line ConfigError unless class 0 of the data is the Standard Model and there are signals."""
-    from ..errors import ConfigError
 
     if not data.class_names or data.class_names[0].lower() not in ("sm", "background"):
         raise ConfigError(f"{cfg.source_path or '<config>'}: key 'data.source': anomaly detection needs "
@@ -130,7 +132,6 @@ class Autoencoder(NetworkKind):
         import keras
         from hgq.layers import QDense, QMultiply
 
-        from .mlp import dense_stack
 
         sec = self.section
         n_in = input_shape[0]
@@ -204,7 +205,6 @@ class Autoencoder(NetworkKind):
 def anomaly_task_metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray] | np.ndarray,
                          class_names: tuple[str, ...]) -> tuple[dict[str, float | None], dict[str, Any]]:
     """(mean signal AUC per level, {"task", "headline", "levels": {level: efficiency_at_rates(...)}})."""
-    from ..trigger_metrics import BUNCH_CROSSING_HZ, efficiency_at_rates, mean_signal_auc
 
     levels: dict[str, Any] = {}
     headline: dict[str, float | None] = {}

@@ -1,12 +1,13 @@
 """What every model kind provides, and the registry that finds a kind by its ``model.kind`` name.
 
-A kind is one class (a subclass of ``ModelKind``) in one module of ``fastml.models``; defining the
-class registers it (the metaclass does, as in da4ml's hgq2 converter). Its recipe section is a
-pydantic class (``ModelKind.Section``) with ``kind: Literal["<name>"]``: the recipe's ``model:``
-mapping is validated against the section of the kind it names, so adding a kind touches one file.
+A kind is one class (a subclass of ``ModelKind``) in one module; defining the class registers it with
+the recipe (the metaclass does, as in da4ml's hgq2 converter). Its recipe section is a pydantic class
+(``ModelKind.Section``, a ``fastml.recipe.ModelSection``) with ``kind: Literal["<name>"]``: the recipe's
+``model:`` mapping is validated against the section of the kind it names, so adding a kind touches one
+file (and, outside fastml, one entry point: ``fastml._internal.plugins``).
 
-Kind modules import Keras, HGQ2, xgboost... only inside methods: the config loader imports every
-kind module (for their sections), and ``fastml validate`` must stay fast.
+Kind modules import Keras, HGQ2, xgboost... only inside methods: ``fastml validate`` loads the kind a
+recipe names and must stay fast.
 """
 
 from __future__ import annotations
@@ -18,21 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+
+from ..recipe import ModelSection, model_kind, model_kind_names, register_model_kind
+from ..types import InputLayout
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..data import Dataset
-
-#: What a kind's network takes as one event: a feature vector (events, F) or a particle list (events, N, F).
-InputLayout = Literal["features", "particles"]
-
-
-class ModelSection(BaseModel):
-    """Base of a kind's recipe section: unknown keys are errors, objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: str
+    from ..recipe import BuildConfig
 
 
 @dataclass
@@ -58,19 +51,13 @@ class TrainedModel:
     family: Literal["network", "trees"] = "network"
 
 
-_KINDS: dict[str, type[ModelKind]] = {}
-
-
 class _KindRegistry(ABCMeta):
-    """Registers every concrete ``ModelKind`` subclass under its ``name``."""
+    """Registers every concrete ``ModelKind`` subclass under its ``name`` with the recipe."""
 
     def __new__(mcls, cls_name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any) -> type:
         cls = super().__new__(mcls, cls_name, bases, namespace, **kw)
-        name = namespace.get("name")
-        if name:
-            if name in _KINDS and _KINDS[name].__qualname__ != cls.__qualname__:
-                raise TypeError(f"model kind {name!r} is defined twice ({_KINDS[name].__qualname__}, {cls_name})")
-            _KINDS[name] = cls  # type: ignore[assignment]
+        if namespace.get("name"):
+            register_model_kind(cls)  # type: ignore[arg-type]
         return cls
 
 
@@ -93,6 +80,9 @@ class ModelKind(metaclass=_KindRegistry):
 
     def __init__(self, section: ModelSection) -> None:
         self.section = section
+        #: Raises a one-line ``ConfigError`` naming a layer the recipe's backend cannot build: set by
+        #: ``fastml.models.train`` from the backend (models never import backends); None: checked at conversion.
+        self.check_layers: Callable[[Any, str], None] | None = None
 
     def task_metrics(self, trained: TrainedModel, scores: dict[str, np.ndarray], labels: np.ndarray,
                      data: Dataset) -> tuple[dict[str, float | None], dict[str, Any]] | None:
@@ -136,5 +126,5 @@ class ModelKind(metaclass=_KindRegistry):
 
 
 def registered_kinds() -> dict[str, type[ModelKind]]:
-    """Every model kind by name (importing ``fastml.models`` fills this)."""
-    return dict(_KINDS)
+    """Every model kind by name, built-in and registered by other packages (each loaded)."""
+    return {name: model_kind(name) for name in model_kind_names()}  # type: ignore[misc]

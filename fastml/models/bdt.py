@@ -25,8 +25,8 @@ from ..errors import ConfigError, DataError
 from .base import ModelKind, ModelSection, TrainedModel
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
 
 #: xgboost objectives whose ``base_score`` is a probability (the margin is its logit).
 _PROBABILITY_BASE_SCORE = ("binary:logistic", "reg:logistic")
@@ -301,12 +301,90 @@ def sklearn_ensemble(model: Any) -> dict[str, Any]:
 
 
 def _check_ensemble(ensemble: dict[str, Any], predict: Any, x: np.ndarray) -> None:
-    from ..fixed_point import FixedPointEnsemble
-
-    ref = FixedPointEnsemble(ensemble).float_decision_function(x)
+    ref = TreeEnsemble(ensemble).float_decision_function(x)
     margin = predict(x)
     # xgboost sums in float32: allow rounding, but not a different tree or base score.
     if ref.shape != margin.shape or not np.allclose(ref, margin, rtol=1e-4, atol=1e-4):
         worst = float(np.abs(ref - margin).max()) if ref.shape == margin.shape else float("nan")
         raise DataError(f"the tree description read from the {ensemble['library']} model does not reproduce its "
                         f"predictions (max difference {worst:.3g}, shapes {ref.shape} vs {margin.shape})")
+
+
+class TreeEnsemble:
+    """A tree ensemble as arrays (one row per tree), evaluated in double precision; vectorised over events.
+
+    ``ensemble`` is conifer's ``ensembleDict`` (keys ``trees`` [round][class] with ``feature``,
+    ``threshold``, ``value``, ``children_left``, ``children_right``, ``weight``; ``init_predict``, ``norm``,
+    ``n_classes``, ``splitting_convention``); only axis-aligned splits are accepted (``ValueError``).
+    """
+
+    def __init__(self, ensemble: dict[str, Any]) -> None:
+        trees = [tree for round_ in ensemble["trees"] for tree in round_]
+        self.n_outputs = 1 if int(ensemble["n_classes"]) == 2 else int(ensemble["n_classes"])
+        self.tree_class = np.array([c for round_ in ensemble["trees"] for c in range(len(round_))], np.int64)
+        n_nodes = max(len(t["feature"]) for t in trees)
+        shape = (len(trees), n_nodes)
+        self.feature = np.full(shape, -2, np.int64)
+        self.left = np.full(shape, -1, np.int64)
+        self.right = np.full(shape, -1, np.int64)
+        self.threshold = np.zeros(shape, np.float64)
+        self.value = np.zeros(shape, np.float64)
+        for i, t in enumerate(trees):
+            n = len(t["feature"])
+            self.feature[i, :n] = t["feature"]
+            self.left[i, :n] = t["children_left"]
+            self.right[i, :n] = t["children_right"]
+            self.threshold[i, :n] = t["threshold"]
+            self.value[i, :n] = t["value"]
+            for node, weights in enumerate(t["weight"]):
+                w = np.asarray(weights, np.float64)
+                f = t["feature"][node]
+                if f >= 0 and not (np.count_nonzero(w) == 1 and w[f] == 1.0):
+                    raise ValueError(f"tree {i} node {node}: only axis-aligned splits (one-hot weights) are supported")
+        self.is_leaf = self.left < 0
+        self.feature = np.where(self.is_leaf, 0, self.feature)  # any valid column; leaves never compare
+        self.init_predict = np.asarray(ensemble["init_predict"], np.float64)[: self.n_outputs]
+        self.norm = float(ensemble["norm"])
+        self.splitting = str(ensemble["splitting_convention"])
+        if self.splitting not in ("<", "<="):
+            raise ValueError(f"unknown splitting convention {self.splitting!r}")
+        self.depth = _max_depth(self.left, self.right)
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.tree_class)
+
+    def float_decision_function(self, x: np.ndarray) -> np.ndarray:
+        """The same trees in double precision (no quantisation), shape (n, n_outputs)."""
+        x = np.asarray(x, np.float64)
+        n = len(x)
+        rows = np.arange(n)
+        total = np.tile(self.init_predict, (n, 1))
+        for i in range(self.n_trees):
+            node = np.zeros(n, np.int64)
+            for _ in range(self.depth):
+                a = x[rows, self.feature[i][node]]
+                go_left = a < self.threshold[i][node] if self.splitting == "<" else a <= self.threshold[i][node]
+                node = np.where(self.is_leaf[i][node], node, np.where(go_left, self.left[i][node], self.right[i][node]))
+            total[:, self.tree_class[i]] += self.value[i][node]
+        return total * self.norm
+
+    def max_abs_threshold(self) -> float:
+        return float(np.abs(np.where(self.is_leaf, 0.0, self.threshold)).max(initial=0.0))
+
+    def max_abs_leaf(self) -> float:
+        return float(np.abs(np.where(self.is_leaf, self.value, 0.0)).max(initial=0.0))
+
+
+def _max_depth(left: np.ndarray, right: np.ndarray) -> int:
+    """Deepest leaf over all trees (number of comparisons on the longest path)."""
+    deepest = 0
+    for lt, rt in zip(left, right, strict=True):
+        frontier, depth = [0], 0
+        while True:
+            children = [c for n in frontier for c in (lt[n], rt[n]) if c >= 0]
+            if not children:
+                break
+            frontier, depth = children, depth + 1
+        deepest = max(deepest, depth)
+    return deepest

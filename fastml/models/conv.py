@@ -21,14 +21,20 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from .._internal.model_files import load_keras_model
+from ..data import load_data
+from ..errors import ConfigError
+from ..metrics import efficiency_at_rates, teacher_agreement
+from ..recipe import load_config
+from . import kind_of
 from .autoencoder import anomaly_task_metrics, check_anomaly_source, require_anomaly_data, sm_rows
 from .network import HGQSection, NetworkKind
 
 if TYPE_CHECKING:
     import keras
 
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
     from .base import TrainedModel
 
 
@@ -96,8 +102,6 @@ class Conv(NetworkKind):
         teacher = self._teacher_path(cfg)
         if not teacher.is_file():
             return f"key 'model.teacher': recipe {teacher} does not exist (expected an autoencoder recipe)"
-        from ..config import load_config
-        from ..errors import ConfigError
 
         try:
             tcfg = load_config(teacher)
@@ -165,11 +169,6 @@ class Conv(NetworkKind):
     def teacher_scores(self, cfg: BuildConfig, data: Dataset, epochs: int | None, progress: bool
                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """log(1 + teacher score) for every event of each split, and where the teacher came from."""
-        from ..config import load_config
-        from ..data import load_data
-        from ..errors import ConfigError
-        from ..model_files import load_keras_model
-        from . import kind_of
 
         tcfg = load_config(self._teacher_path(cfg))
         n_events = len(data.y_train) + len(data.y_val) + len(data.y_test)
@@ -206,7 +205,6 @@ class Conv(NetworkKind):
                      data: Dataset) -> tuple[dict[str, float | None], dict[str, Any]]:
         """The student's efficiency at rate and AUC per signal (like the autoencoder's), the teacher's on the
         same test events, and the student-teacher agreement per level."""
-        from ..trigger_metrics import efficiency_at_rates, teacher_agreement
 
         teacher = np.asarray(trained.selection.pop("_teacher_test"))
         levels = {**scores, "quantized_test_split": trained.predict_quantized(data.x_test)}

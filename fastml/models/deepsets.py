@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
+from .mlp import dense_stack
 from .network import HGQSection, NetworkKind
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ def dense_head(x: keras.KerasTensor, widths: list[int], n_outputs: int, activati
     """Quantised dense layers after pooling (``rho_{i}``), then the logits."""
     from hgq.layers import QDense
 
-    from .mlp import dense_stack
 
     x = dense_stack(x, widths, activation, batchnorm=False, prefix="rho")
     return QDense(n_outputs, name="logits")(x)

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from .._internal.keras_backend import ensure_backend
 from ..errors import ConfigError
 from .base import ModelSection, TrainedModel
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
+    from ..recipe import BuildConfig
 
 #: First bytes of a Python pickle (protocol 2+): fastml never unpickles a model file.
 _PICKLE_MAGIC = b"\x80"
@@ -122,7 +123,6 @@ def load_keras_file(path: Path, trust_code: bool = False) -> Any:
         name, cls = risky[0]
         raise ConfigError(f"{path}: layer {name!r} ({cls}) can carry arbitrary Python code, which fastml does not "
                           "load unless the recipe says model.trust_code: true (only for a file you trust)")
-    from ..keras_backend import ensure_backend
 
     ensure_backend()
     import hgq  # noqa: F401  (registers the HGQ2 layers for loading)
@@ -161,31 +161,6 @@ def _shape(shape: tuple[Any, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-# ---------------------------------------------------------------------------------------- backend support
-
-
-def _qualified(op: Any) -> str:
-    return f"{type(op).__module__}.{type(op).__name__}"
-
-
-def _hls4ml_takes(op: Any) -> bool:
-    """hls4ml 1.3's Keras 3 front end: its own handlers, else its da4ml fallback (``allow_da_fallback``)."""
-    from hls4ml.converters.keras_v3._base import registry
-
-    return _qualified(op) in registry or type(op).__name__ in registry or _da4ml_takes(op)
-
-
-def _da4ml_takes(op: Any) -> bool:
-    from da4ml.converter.hgq2.layers import _registry
-
-    return type(op) in _registry
-
-
-#: firmware.backend -> does the backend's converter take this Keras operation.
-BACKEND_TAKES = {"hls4ml": _hls4ml_takes, "rtl": _da4ml_takes}
-BACKEND_TOOL = {"hls4ml": "hls4ml 1.3", "rtl": "da4ml (rtl)"}
-
-
 def operations(model: Any) -> list[Any]:
     """Every layer/operation of ``model`` in graph order, nested models flattened, inputs left out."""
     import keras
@@ -197,23 +172,6 @@ def operations(model: Any) -> list[Any]:
         elif type(op).__name__ not in _PASS_THROUGH:
             found.append(op)
     return found
-
-
-def check_backend_support(model: Any, backend: str, where: str) -> None:
-    """One-line ``ConfigError`` naming the first layer ``backend`` cannot build (and which backend can)."""
-    takes = BACKEND_TAKES.get(backend)
-    if takes is None:
-        raise ConfigError(f"{where}: firmware.backend {backend!r} does not build neural networks; expected "
-                          f"one of: {', '.join(BACKEND_TAKES)}")
-    for op in operations(model):
-        if takes(op):
-            continue
-        others = [b for b, ok in BACKEND_TAKES.items() if b != backend and ok(op)]
-        hint = (f"; firmware.backend {others[0]!r} ({BACKEND_TOOL[others[0]]}) can build it" if others
-                else "; no fastml backend can build it")
-        raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) cannot be built by "
-                          f"{BACKEND_TOOL[backend]} "
-                          f"(firmware.backend {backend!r}){hint}")
 
 
 def check_quantised(model: Any, where: str) -> None:
@@ -254,5 +212,5 @@ def as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
-__all__ = ["ImportedSection", "check_activations", "check_backend_support", "check_io", "check_model_file",
+__all__ = ["ImportedSection", "check_activations", "check_io", "check_model_file",
            "check_quantised", "load_keras_file", "loaded_model", "model_path"]

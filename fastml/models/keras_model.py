@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..metrics import accuracy
 from .imported import (
     ImportedSection,
     check_activations,
-    check_backend_support,
     check_io,
     check_model_file,
     check_quantised,
@@ -37,8 +37,8 @@ from .network import HGQSection, NetworkKind, logits_fn, quantizer_scopes
 if TYPE_CHECKING:
     import keras
 
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
     from .base import TrainedModel
 
 
@@ -160,13 +160,15 @@ class KerasModel(NetworkKind):
             # the rebuilt layers are checked against the backend before training, not after it
             rebuilt = self.build(data.input_shape, data.n_classes)
             check_activations(rebuilt, where)
-            check_backend_support(rebuilt, cfg.firmware.backend, where)
+            if self.check_layers is not None:
+                self.check_layers(rebuilt, where)
             trained = super().train(cfg, data, epochs=epochs, progress=progress, keep_front=keep_front)
             trained.selection = {"source": "quantised from a float model", "path": str(path), **trained.selection}
             return trained
         check_quantised(model, where)
         check_activations(model, where)
-        check_backend_support(model, cfg.firmware.backend, where)
+        if self.check_layers is not None:
+            self.check_layers(model, where)
         ebops = None
         if self.section.calibrate:
             from hgq.utils import trace_minmax
@@ -202,7 +204,6 @@ class KerasModel(NetworkKind):
 
     def _train_float(self, cfg: BuildConfig, data: Dataset, epochs: int) -> tuple[Any, float, int]:
         """The float baseline is the user's trained float model itself (logits), not a retrained twin (0 epochs)."""
-        from ..verification import accuracy
 
         float_model = self.build_float(data.input_shape, data.n_classes)
         return float_model, accuracy(logits_fn(float_model)(data.x_val), data.y_val), 0

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from ..keras_backend import ensure_backend
+from .._internal.keras_backend import ensure_backend
 from .base import ModelKind, ModelSection, TrainedModel
 
 if TYPE_CHECKING:
     import keras
 
-    from ..config import BuildConfig, TrainConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig, TrainConfig
 
 
 def beta_schedule(cfg: TrainConfig) -> Callable[[int], float]:

@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from .._internal.keras_backend import ensure_backend
 from ..errors import ConfigError
 from .base import ModelKind, TrainedModel
 from .imported import (
     ImportedSection,
-    check_backend_support,
     check_io,
     check_model_file,
     loaded_model,
@@ -59,8 +59,8 @@ from .imported import (
 from .network import logits_fn
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
     from ..data import Dataset
+    from ..recipe import BuildConfig
 
 #: float32 carries 24 significant bits; an exact sum must stay below this many (one spare for the sign).
 _FLOAT32_EXACT_BITS = 23
@@ -414,7 +414,6 @@ def fold_standalone_batchnorm(where: str, name: str, c: dict[str, Any], w: list[
 
 def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], where: str) -> tuple[Any, list[str]]:
     """The HGQ2 model computing what the QKeras model computes, and a log of what each layer became."""
-    from ..keras_backend import ensure_backend
 
     ensure_backend()
     import keras
@@ -574,7 +573,8 @@ class QKerasModel(ModelKind):
         config, weights = read_h5(path)
         model, notes = rebuild_hgq(config, weights, where)
         check_io(model, data.input_shape, data.n_classes, where)
-        check_backend_support(model, cfg.firmware.backend, where)
+        if self.check_layers is not None:
+            self.check_layers(model, where)
         self._check_input_quantiser(model, data, where)
         return loaded_model(self.name, model, path, logits_fn(model), data.n_classes, calibrated=False,
                             extra={"imported_from": "QKeras .h5 (read with h5py; TensorFlow not used)",

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import read_yaml
 from ..errors import ConfigError, FastmlError
+from ..recipe import read_yaml
+from ..report import load_report
+from ..report.plots import pareto_front, pareto_optimal, save_figure
 from .spec import ClusterSpec, ScanPoint, ScanSpec, expand, scan_dir
 from .worker import WORKER_ENV, report_row, run_point
 
@@ -143,7 +145,6 @@ def dashboard_line(client: Client) -> str:
 def resumable(point: ScanPoint, phase: str, quick: bool) -> dict[str, Any] | None:
     """The point's row from an earlier run, if its project holds a report of this recipe (same config
     hash), the same ``--quick``, and at least ``phase`` (a firmware report also answers for the estimate)."""
-    from ..report import load_report
 
     try:
         report = load_report(point.cfg.project_dir)
@@ -292,7 +293,6 @@ def run_scan(spec: ScanSpec, *, quick: bool = False, output_dir: str | Path | No
 
 def pareto_names(points: list[ScanPoint], estimates: dict[str, dict[str, Any]], front: str) -> list[str]:
     """Names of the phase-1 points on the front: no other point has fewer LUTs (EBOPs) and higher accuracy."""
-    from ..plots import pareto_optimal
 
     candidates = []
     for p in points:
@@ -370,7 +370,6 @@ def pareto_points(table: pd.DataFrame, front: str = "lut") -> list[dict[str, Any
 
 def save_pareto_plot(table: pd.DataFrame, spec: ScanSpec, folder: Path) -> Path:
     """``pareto.png``: quantized accuracy vs the front's resource figure, front drawn, labels = point numbers."""
-    from ..plots import pareto_front, save_figure
 
     front = spec.phase2.front
     pts = pareto_points(table, front)

@@ -36,8 +36,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import BuildConfig, parse_config, read_yaml
+from .._internal.schema import deep_merge, pydantic_error_line
 from ..errors import ConfigError
+from ..recipe import BuildConfig, parse_config, read_yaml
+from ..types import StrictModel
 
 #: Keys a scan sets itself on every point: varying them would put two points in one folder.
 _RESERVED = ("name", "firmware.output_dir")
@@ -45,11 +47,7 @@ _RESERVED = ("name", "firmware.output_dir")
 MAX_POINTS = 10_000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RandomParam(_Strict):
+class RandomParam(StrictModel):
     """One randomly drawn value: exactly one of the four forms."""
 
     log_uniform: tuple[float, float] | None = None  # low, high (both > 0), drawn uniformly in log
@@ -84,17 +82,17 @@ class RandomParam(_Strict):
         return self.choice[int(rng.integers(len(self.choice)))]
 
 
-class RandomSpec(_Strict):
+class RandomSpec(StrictModel):
     samples: int = Field(gt=0)
     seed: int = 0
     params: dict[str, RandomParam] = Field(min_length=1)
 
 
-class VarySpec(_Strict):
+class VarySpec(StrictModel):
     """What varies between points (see the module docstring)."""
 
-    grid: dict[str, list[Any]] = {}
-    points: list[dict[str, Any]] = []
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    points: list[dict[str, Any]] = Field(default_factory=list)
     random: RandomSpec | None = None
 
     @field_validator("grid")
@@ -128,7 +126,7 @@ class VarySpec(_Strict):
         return out
 
 
-class Phase2Spec(_Strict):
+class Phase2Spec(StrictModel):
     """Which points get full firmware (C-sim/RTL verified) after the train-and-estimate phase."""
 
     build: Literal["pareto", "all", "none"] = "pareto"
@@ -148,14 +146,14 @@ class ClusterSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ScanSpec(_Strict):
+class ScanSpec(StrictModel):
     """A whole scan recipe. ``source_path`` is filled by ``load_scan``."""
 
     name: str
     base: str
     description: str = ""
     output_dir: str | None = None  # parent of the scan folder; default: the base recipe's firmware.output_dir
-    fixed: dict[str, Any] = {}
+    fixed: dict[str, Any] = Field(default_factory=dict)
     scan: VarySpec
     phase2: Phase2Spec = Phase2Spec()
     cluster: ClusterSpec | None = None
@@ -217,19 +215,6 @@ def nested(dotted: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pydantic_line(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<top level>"
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif first["type"] == "missing":
-        msg = "missing required key"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return " ".join(f"{path}: key '{key}': {msg}{more}".split())
-
-
 def parse_scan(raw: Any, path: Path | str = "<scan>") -> ScanSpec:
     """Validate an already-loaded scan YAML document; ``ConfigError`` (one line) if malformed."""
     path = Path(path)
@@ -241,7 +226,7 @@ def parse_scan(raw: Any, path: Path | str = "<scan>") -> ScanSpec:
     try:
         spec = ScanSpec.model_validate({**raw, "source_path": str(path)})
     except ValidationError as err:
-        raise ConfigError(_pydantic_line(path, err)) from None
+        raise ConfigError(pydantic_error_line(path, err, ScanSpec)) from None
     if not spec.base_path.is_file():
         raise ConfigError(f"{path}: key 'base': build recipe {spec.base_path} does not exist "
                           "(expected a path relative to the scan YAML)")
@@ -301,8 +286,8 @@ def expand(spec: ScanSpec, output_dir: str | Path | None = None) -> list[ScanPoi
     points: list[ScanPoint] = []
     for i, varied in enumerate(values):
         name = f"{spec.name}-{i:0{width}d}"
-        overrides = _merge_dicts(nested(spec.fixed), nested(varied))
-        overrides = _merge_dicts(overrides, {"name": name, "firmware": {"output_dir": str(folder)}})
+        overrides = deep_merge(nested(spec.fixed), nested(varied))
+        overrides = deep_merge(overrides, {"name": name, "firmware": {"output_dir": str(folder)}})
         try:
             cfg = parse_config(base_raw, spec.base_path, overrides)
         except ConfigError as err:
@@ -312,8 +297,3 @@ def expand(spec: ScanSpec, output_dir: str | Path | None = None) -> list[ScanPoi
     return points
 
 
-def _merge_dicts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

@@ -23,6 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._internal.da4ml import da4ml_estimate
+from .._internal.guards import check_model_size
+from .._internal.project_lock import project_lock
+from ..errors import FastmlError
+from ..metrics import accuracy, roc_auc_per_class
+from ..pipeline import QUICK, StageTimer, build, data_and_train, new_report, staging_dir, verification_events
+from ..recipe import parse_config
+from ..report import write_report
+from ..synth import SynthResult, fold_into_report, run_synth
+
 #: Environment of every worker process (LocalCluster: set before the process starts). One thread per
 #: worker for BLAS/OpenMP: the cluster already runs one point per core, so more threads only fight over cores.
 #: The XLA flags hold for older jaxlib only: JAX 0.10's CPU runtime still spreads a point over several
@@ -85,12 +95,6 @@ def train_and_estimate(cfg: Any, quick: bool = False, log: Callable[[str], None]
     its quantized accuracy is the one the full build of the point measures.
     """
 
-    from ..estimate import da4ml_estimate
-    from ..guards import check_model_size
-    from ..pipeline import QUICK, StageTimer, data_and_train, new_report, staging_dir, verification_events
-    from ..project_lock import project_lock
-    from ..report import write_report
-    from ..verification import accuracy, roc_auc_per_class
 
     timer = StageTimer(log)
     report = new_report(cfg)
@@ -126,9 +130,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     """
     for key, value in WORKER_ENV.items():  # remote workers: effective only where jax is not imported yet
         os.environ.setdefault(key, value)
-    from ..config import parse_config
-    from ..errors import FastmlError
-    from ..report import write_report
 
     t0 = time.perf_counter()
     phase: str = task["phase"]
@@ -141,7 +142,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         if phase == "estimate":
             report = train_and_estimate(cfg, quick=task["quick"], log=log)
         else:
-            from ..pipeline import build
 
             report = build(cfg, quick=task["quick"], progress=False, log=log)
             if task.get("synth"):
@@ -163,8 +163,6 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
 
 def _synth(cfg: Any, report: Any, log: Callable[[str], None]) -> Any:
     """``fastml synth`` of a built point (Vitis HLS / Vivado where installed, else checks.synth 'not run')."""
-    from ..errors import FastmlError
-    from ..synth import SynthResult, fold_into_report, run_synth
 
     stages = list(cfg.synth.stages)
     try:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..csim_cache import build_csim
-from ..errors import ToolError
-from . import FirmwareProject
+from ...errors import ToolError
+from .. import FirmwareProject
+from .csim_cache import build_csim
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
-    from ..models import TrainedModel
+    from ...models import TrainedModel
+    from ...recipe import BuildConfig
 
 #: fastml's strategy names -> hls4ml's.
 HLS4ML_STRATEGY = {"distributed_arithmetic": "distributed_arithmetic", "latency": "Latency"}
@@ -42,13 +42,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path,
     Guarantees on return: ``simulators["csim"]`` runs the compiled firmware library; the project
     holds ``build_prj.tcl`` for Vitis HLS. Raises ``ToolError`` if the C++ compilation fails.
     """
-    if hasattr(trained.model, "hls4ml_project"):  # a kind with its own hls4ml front end (QONNX graphs)
-        return trained.model.hls4ml_project(trained, cfg, project_dir)
     import hls4ml
 
-    if trained.family != "network":
-        raise ToolError(f"the hls4ml backend builds neural networks, not model.kind {trained.kind!r} "
-                        "(use backend conifer for BDTs)")
     fw = cfg.firmware
     out = project_dir / "firmware"
     extra: dict[str, Any] = {}

@@ -11,23 +11,28 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
+    SerializeAsAny,
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from . import data
+from ._internal import plugins
+from ._internal.fixed_point import APFixed
+from ._internal.schema import deep_merge, one_line, pydantic_error_line, short_repr
+from .data.constituents import PARTICLE_FEATURES
 from .errors import ConfigError
-from .models.bdt import BDTSection
-from .models.mlp import MLPSection
+from .types import StrictModel
 
 #: Name of a build: becomes ``<output_dir>/<name>/``, so it may not contain separators or start with a dot.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -35,13 +40,52 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PERCENT = re.compile(r"^\s*\d+(\.\d+)?\s*%\s*$")
 
 
-class _Strict(BaseModel):
-    """Base for config sections: unknown keys are errors, objects are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ModelSection(StrictModel):
+    """Base of a model kind's recipe section (``model:``): the kind's class sets ``kind: Literal["<name>"]``."""
+
+    kind: str
 
 
-class SplitConfig(_Strict):
+class ModelKindSpec(Protocol):
+    """What the recipe needs of a model kind (``fastml.models.base.ModelKind`` is one): its section, the
+    backends that build it, and checks that need the whole recipe or the data's shape."""
+
+    name: ClassVar[str]
+    Section: ClassVar[type[ModelSection]]
+    backends: ClassVar[tuple[str, ...]]
+    backend_notes: ClassVar[dict[str, str]]
+
+    def __init__(self, section: ModelSection) -> None: ...
+    def check_section(self, cfg: BuildConfig) -> str | None: ...
+    def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None: ...
+
+
+#: Every loaded model kind by name; ``fastml.models.base.ModelKind`` registers each kind it defines here.
+_KINDS: dict[str, type[ModelKindSpec]] = {}
+
+
+def register_model_kind(kind: type[ModelKindSpec]) -> None:
+    """Called once per kind class (by ``ModelKind``'s metaclass); a second class of the same name is an error."""
+    known = _KINDS.get(kind.name)
+    if known is not None and known.__qualname__ != kind.__qualname__:
+        raise TypeError(f"model kind {kind.name!r} is defined twice ({known.__qualname__}, {kind.__qualname__})")
+    _KINDS[kind.name] = kind
+
+
+def model_kind_names() -> list[str]:
+    """Every ``model.kind`` a recipe may name (built-in and registered by other packages), without loading any."""
+    return list(dict.fromkeys([*plugins.names(plugins.MODEL_KINDS), *_KINDS]))
+
+
+def model_kind(name: str) -> type[ModelKindSpec] | None:
+    """The kind class of ``name``, its module loaded on first use (so a recipe loads only the kind it names)."""
+    if name not in _KINDS and name in plugins.names(plugins.MODEL_KINDS):
+        plugins.load(plugins.MODEL_KINDS, name)  # defining the class registers it
+    return _KINDS.get(name)
+
+
+class SplitConfig(StrictModel):
     """Train/validation/test fractions; the split is reproducible through ``seed``."""
 
     train: float = Field(0.6, gt=0, lt=1)
@@ -56,7 +100,7 @@ class SplitConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the events come from and how they are prepared.
 
     ``source`` is ``builtin:jets_hlf`` (the Pythia 8 jet sample shipped with fastml),
@@ -85,12 +129,10 @@ class DataConfig(_Strict):
     @classmethod
     def _n_particles_fit_source(cls, v: int | None, info: ValidationInfo) -> int | None:
         # input_layout opens no file: builtin and OpenML sources are checked here, user files when read
-        from .data import BUILTIN_MAX_PARTICLES
-
         source = info.data.get("source", "")
         if v is not None:
             _require_particle_source(source)
-            most = BUILTIN_MAX_PARTICLES.get(source.removeprefix("builtin:"))
+            most = data.BUILTIN_MAX_PARTICLES.get(source.removeprefix("builtin:"))
             if most is not None and v > most:
                 raise ValueError(f"{source} stores {most} constituents per jet, expected 1..{most}; got {v}")
         return v
@@ -99,8 +141,6 @@ class DataConfig(_Strict):
     @classmethod
     def _known_particle_features(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if v is not None:
-            from .data.constituents import PARTICLE_FEATURES
-
             _require_particle_source(info.data.get("source", ""))
             unknown = [name for name in v if name not in PARTICLE_FEATURES]
             if unknown or not v:
@@ -109,36 +149,29 @@ class DataConfig(_Strict):
 
 
 def _require_particle_source(source: str) -> None:
-    from .data import input_layout
-
-    if input_layout(source) == "features":
+    if data.input_layout(source) == "features":
         raise ValueError(f"applies only to particle data (e.g. builtin:jets_constituents), got data.source "
                          f"{source!r} (per-jet features)")
 
 
-def _model_section_union() -> Any:
-    """``model:`` is validated against the section of the kind it names (``fastml.models``' registry)."""
-    from .models import registered_kinds
-
-    sections = tuple(kind.Section for kind in registered_kinds().values())
-    return Annotated[Union[sections], Field(discriminator="kind")]  # noqa: UP007  (a runtime tuple of classes)
-
-
-#: The ``model:`` section: one class per model kind (``fastml.models.<kind>``), chosen by ``model.kind``.
-ModelConfig = _model_section_union()
-#: Sections of the built-in kinds, under the names earlier versions exported.
-MLPConfig = MLPSection
-BDTConfig = BDTSection
+def __getattr__(name: str) -> Any:
+    """``MLPConfig`` / ``BDTConfig``: the built-in kinds' sections under the names fastml 0.1 exported (one
+    release); loading them here keeps the recipe from importing the model kinds."""
+    kind = {"MLPConfig": "mlp", "BDTConfig": "bdt"}.get(name)
+    spec = model_kind(kind) if kind else None
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return spec.Section
 
 
-class BetaSchedule(_Strict):
+class BetaSchedule(StrictModel):
     """EBOPs regulariser strength: log-interpolated from ``start`` to ``end`` over training."""
 
     start: float = Field(1e-6, ge=0)
     end: float = Field(1e-4, ge=0)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Quantisation-aware training and checkpoint choice on the accuracy-vs-EBOPs front.
 
     ``select: smallest_within`` keeps the Pareto checkpoint with the fewest EBOPs whose validation
@@ -161,10 +194,10 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-class FirmwareConfig(_Strict):
+class FirmwareConfig(StrictModel):
     """Firmware target. ``output_dir`` is relative to the working directory."""
 
-    backend: Literal["hls4ml", "rtl", "conifer"] = "hls4ml"
+    backend: str = "hls4ml"  # built in, or registered by another package (entry points ``fastml.backends``)
     part: str = "xcvu13p-flga2577-2-e"
     clock_period_ns: float = Field(5.0, gt=0)
     io_type: Literal["io_parallel"] = "io_parallel"
@@ -182,17 +215,24 @@ class FirmwareConfig(_Strict):
     conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"
     precision: str = "auto"  # ap_fixed<W,I> for inputs/thresholds/scores, or "auto" (search)
 
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _registered_backend(cls, v: Any) -> Any:
+        names = plugins.names(plugins.BACKENDS)
+        if v not in names:
+            quoted = [repr(n) for n in names]
+            raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}")
+        return v
+
     @field_validator("precision")
     @classmethod
     def _ap_fixed_or_auto(cls, v: str) -> str:
         if v != "auto":
-            from .fixed_point import APFixed
-
             APFixed.parse(v)  # ValueError names the expected form
         return v
 
 
-class VerifyConfig(_Strict):
+class VerifyConfig(StrictModel):
     """Bit-exactness checks: how many held-out events, and which simulation levels to run."""
 
     samples: int = Field(10_000, gt=0)
@@ -206,7 +246,7 @@ ResourceBudget = int | str
 ResourceSource = Literal["first_available", "vivado", "vitis_hls", "yosys", "da4ml_estimate", "conifer_estimate"]
 
 
-class BudgetsConfig(_Strict):
+class BudgetsConfig(StrictModel):
     """Limits a build must meet (checked by ``fastml check``). Unset budgets are not checked."""
 
     latency_cycles: int | None = Field(None, ge=0)
@@ -221,9 +261,9 @@ class BudgetsConfig(_Strict):
     max_mismatches: int = Field(0, ge=0)
     # anomaly-detection triggers: {"1kHz" | "10kHz": least efficiency of every signal at that trigger rate}
     min_signal_efficiency_at_rate: dict[Annotated[str, StringConstraints(pattern=r"^[0-9.]+k?Hz$")],
-                                        Annotated[float, Field(ge=0, le=1)]] = {}
+                                        Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     resource_source: ResourceSource = "first_available"
-    max_regression: dict[str, str] = {}
+    max_regression: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("lut", "ff", "dsp", "bram")
     @classmethod
@@ -243,21 +283,33 @@ class BudgetsConfig(_Strict):
         return v
 
 
-class SynthConfig(_Strict):
+class SynthConfig(StrictModel):
     """Vendor synthesis (Vitis HLS / Vivado), run only where the tools are installed."""
 
     enabled: bool = False
-    stages: list[Literal["csynth", "cosim", "export", "vsynth"]] = ["csynth"]
+    stages: list[Literal["csynth", "cosim", "export", "vsynth"]] = Field(default_factory=lambda: ["csynth"])
     timeout_s: int = Field(4 * 3600, gt=0)
 
 
-class BuildConfig(_Strict):
+def _section_of(raw: Any) -> ModelSection:
+    """The ``model:`` mapping validated by its kind's section class; an unknown kind is a one-line error."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a mapping with 'kind' and that kind's keys, got {type(raw).__name__}")
+    name = raw.get("kind")
+    kind = model_kind(name) if isinstance(name, str) else None
+    if kind is None:
+        raise PydanticCustomError("model_kind", "expected one of: {kinds}; got {tag}",
+                                  {"kinds": ", ".join(model_kind_names()), "tag": short_repr(name)})
+    return kind.Section.model_validate(raw)
+
+
+class BuildConfig(StrictModel):
     """A whole build recipe. ``source_path`` and ``source_hash`` are filled by ``load_config``."""
 
     name: str
     description: str = ""
     data: DataConfig = DataConfig()
-    model: ModelConfig = MLPSection()
+    model: SerializeAsAny[ModelSection] = Field(default_factory=lambda: _section_of({"kind": "mlp"}))
     train: TrainConfig = TrainConfig()
     firmware: FirmwareConfig = FirmwareConfig()
     verify: VerifyConfig = VerifyConfig()
@@ -275,23 +327,26 @@ class BuildConfig(_Strict):
             )
         return v
 
-    @field_validator("model", mode="before")
+    @field_validator("model", mode="wrap")
     @classmethod
-    def _default_kind_and_nested_section(cls, v: Any) -> Any:
-        """``kind`` defaults to mlp; ``model: {kind: K, K: {...}}`` (the earlier nested form) is lifted."""
-        if not isinstance(v, dict):
+    def _kind_section(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> ModelSection:
+        """``model:`` is validated against the section of the kind it names; errors keep their keys (model.hidden).
+
+        ``kind`` defaults to mlp; ``model: {kind: K, K: {...}}`` (the earlier nested form) is lifted.
+        """
+        if isinstance(v, ModelSection):
             return v
-        v = {"kind": "mlp", **v}
-        nested = v.get(v["kind"]) if isinstance(v["kind"], str) else None
-        if isinstance(nested, dict):
-            v = {**{k: x for k, x in v.items() if k != v["kind"]}, **nested}
-        return v
+        if isinstance(v, dict):
+            v = {"kind": "mlp", **v}
+            nested = v.get(v["kind"]) if isinstance(v["kind"], str) else None
+            if isinstance(nested, dict):
+                v = {**{k: x for k, x in v.items() if k != v["kind"]}, **nested}
+        return _section_of(v)
 
     @model_validator(mode="after")
     def _backend_fits_model(self) -> BuildConfig:
-        from .models import kind_of
-
-        kind = kind_of(self)
+        kind = model_kind(self.model.kind)
+        assert kind is not None  # _kind_section validated the name
         if self.firmware.backend not in kind.backends:
             note = kind.backend_notes.get(self.firmware.backend)
             raise ValueError(
@@ -319,58 +374,21 @@ class BuildConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "<top level>"
+def _model_section_at(raw: dict[str, Any]) -> Any:
+    """Where an error sits in ``model:``, the section class is the kind's that the document names."""
+
+    def section_at(loc: tuple[Any, ...]) -> type[ModelSection] | None:
+        if loc != ("model",):
+            return None
+        name = (raw.get("model") or {}).get("kind", "mlp") if isinstance(raw.get("model"), dict) else None
+        kind = model_kind(name) if isinstance(name, str) else None
+        return kind.Section if kind else None
+
+    return section_at
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(msg.split())
-
-
-def _model_kind_in_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
-    """pydantic puts the chosen kind into the location of an error inside ``model`` ("model.mlp.hidden"):
-    drop it (the user wrote ``model.hidden``) and return that kind's section class."""
-    from .models import registered_kinds
-
-    kinds = registered_kinds()
-    if len(loc) > 1 and loc[0] == "model" and loc[1] in kinds:
-        return (loc[0], *loc[2:]), kinds[loc[1]].Section
-    return loc, None
-
-
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc, model_section = _model_kind_in_loc(tuple(first["loc"]))
-    key = _location(loc)
-    kind = first["type"]
-    if kind == "union_tag_invalid" and loc == ("model",):
-        from .models import registered_kinds
-
-        return (f"{path}: key 'model.kind': expected one of: {', '.join(registered_kinds())}; "
-                f"got {_short_repr(first['ctx'].get('tag'))}")
-    if kind == "extra_forbidden":
-        parent = ".".join(str(p) for p in loc[:-1])
-        section: Any = BuildConfig
-        for part in loc[:-1]:
-            section = model_section if part == "model" and model_section else section.model_fields[str(part)].annotation
-        known = ", ".join(section.model_fields) if isinstance(section, type) else "?"
-        where = f"in '{parent}'" if parent else "at the top level"
-        return f"{path}: unknown key '{key}' {where}; expected one of: {known}"
-    if kind == "missing":
-        return f"{path}: missing required key '{key}'"
-    msg = first["msg"].removeprefix("Value error, ")
-    if not loc:  # a whole-recipe check: its message names the keys itself
-        return _one_line(f"{path}: {msg}")
-    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    # our validators already end their message with "got <value>"; say it once
-    got = "" if re.search(r"\bgot\b", msg) else f"; got {_short_repr(first.get('input'))}"
-    return _one_line(f"{path}: key '{key}': {msg}{got}{more}")
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    """``repr`` cut to ``limit`` characters, so a huge value still gives a readable one-line error."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _format_validation_error(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
+    return pydantic_error_line(path, err, BuildConfig, section_at=_model_section_at(raw))
 
 
 def parse_config(raw: Any, path: Path | str = "<config>", overrides: dict[str, Any] | None = None) -> BuildConfig:
@@ -378,24 +396,14 @@ def parse_config(raw: Any, path: Path | str = "<config>", overrides: dict[str, A
     path = Path(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping (key: value) at the top level, got {type(raw).__name__}")
-    doc = _merge(raw, overrides or {})
+    doc = deep_merge(raw, overrides or {})
     try:
         cfg = BuildConfig.model_validate({**doc, "source_path": str(path)})
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(path, err)) from None
+        raise ConfigError(_format_validation_error(path, err, doc)) from None
     _check_data_path(cfg, path)
     _check_model_section(cfg, path)
     return cfg
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _check_data_path(cfg: BuildConfig, path: Path) -> None:
@@ -409,7 +417,7 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
         exists = file.is_file() or (particles and file.is_dir())
     except (OSError, ValueError):  # a NUL byte or an over-long name is not a path this system can hold
         raise ConfigError(f"{path}: key 'data.source': expected a path to a data file, got "
-                          f"{_short_repr(src)}") from None
+                          f"{short_repr(src)}") from None
     if not exists:
         raise ConfigError(
             f"{path}: key 'data.source': file {file} does not exist (expected a path relative to the YAML)"
@@ -419,15 +427,12 @@ def _check_data_path(cfg: BuildConfig, path: Path) -> None:
 def _check_model_section(cfg: BuildConfig, path: Path) -> None:
     """The model kind's own checks that need the whole recipe (e.g. a model file that must exist), and
     whether it can take the data, where the data's shape is known without reading it."""
-    from .data import input_shape
-    from .models import kind_of
-
-    kind = kind_of(cfg)
+    kind = model_kind(cfg.model.kind)(cfg.model)  # type: ignore[misc]  (validated: the kind is loaded)
     why = kind.check_section(cfg)
     if why is not None:
         raise ConfigError(f"{path}: {why}")
     # builtin sources' shapes are known without reading them: a model that cannot take them fails here
-    shape = input_shape(cfg.data.source, cfg.data.n_particles, cfg.data.particle_features)
+    shape = data.input_shape(cfg.data.source, cfg.data.n_particles, cfg.data.particle_features)
     why = kind.check_data(shape, None) if shape is not None else None
     if why is not None:
         raise ConfigError(f"{path}: key 'model.kind': {why}")
@@ -459,7 +464,7 @@ def project_config(project_dir: Path) -> BuildConfig:
     try:
         return BuildConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(path, err)) from None
+        raise ConfigError(_format_validation_error(path, err, raw if isinstance(raw, dict) else {})) from None
 
 
 def read_yaml(path: Path, what: str = "file") -> Any:
@@ -478,9 +483,9 @@ def read_yaml(path: Path, what: str = "file") -> Any:
     try:
         return yaml.safe_load(text)
     except (ValueError, RecursionError) as err:  # e.g. a date such as 2024-02-30, or absurd nesting
-        raise ConfigError(_one_line(f"{path}: not valid YAML: {type(err).__name__}: {err}"[:300])) from None
+        raise ConfigError(one_line(f"{path}: not valid YAML: {type(err).__name__}: {err}"[:300])) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(_one_line(f"{path}: not valid YAML{where}: {problem}")) from None
+        raise ConfigError(one_line(f"{path}: not valid YAML{where}: {problem}")) from None

@@ -16,11 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import FastmlError, ToolError
-
-
-class ResourceLimitError(FastmlError):
-    """The model is larger than the recipe allows; the message names the limit and how to lift it."""
+from ..errors import ResourceLimitError, ToolError
 
 
 def count_weights(model: Any) -> int | None:

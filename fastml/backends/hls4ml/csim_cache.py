@@ -57,18 +57,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..._internal.compile_cache import CACHE_ENV as CACHE_ENV  # the switch users set, named here as before
+from ..._internal.compile_cache import OFF_VALUES, cache_root, store
+from ...errors import ToolError
 from . import csim_split
-from .errors import ToolError
 
-CACHE_ENV = "FASTML_CSIM_CACHE"
 #: ``FASTML_CSIM_SPLIT=off`` compiles ``<project>.cpp`` as one unit (a machine whose cores are busy with other
 #: work: the split costs more CPU in all, see the module docstring).
 SPLIT_ENV = "FASTML_CSIM_SPLIT"
-_OFF = {"0", "off", "false", "no"}
 #: Bump when the way fastml compiles changes in a way the key does not capture.
 _CACHE_FORMAT = 3
-#: Cache entries kept (least recently used beyond this are removed after a store); a library is ~1-4 MB.
-MAX_ENTRIES = 64
 
 #: ``-O3`` (hls4ml's own level), kept by measurement. CPU seconds (user+sys) of one g++ 12 compile of the
 #: 64-32-32 jet tagger's DA ``<project>.cpp`` on 2 cores: -O0 41 s, -O1 61 s (clang++ 14 -O0: 52 s); but the
@@ -121,17 +119,6 @@ class CsimBuild:
     #: (``fastml.csim_split``); ``units_note`` says why (e.g. why a split fell back to one unit).
     units: int = 1
     units_note: str = ""
-
-
-def cache_root() -> Path | None:
-    """The C-simulation cache folder, or ``None`` when ``FASTML_CSIM_CACHE`` disables it."""
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value.lower() in _OFF:
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "fastml" / "csim"
 
 
 def _compiler() -> str:
@@ -272,16 +259,6 @@ def _compile(firmware_dir: Path, project: str, cxx: str, flags: tuple[str, ...],
     return lib, len(project_units), notes[-1]
 
 
-def _prune(root: Path, keep: int) -> None:
-    """Remove the least recently used entries beyond ``keep`` (an entry in use elsewhere was copied out)."""
-    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if len(entries) <= keep:
-        return
-    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_csim(firmware_dir: Path, project: str, library: Path, split: bool | None = None) -> CsimBuild:
     """Compile (or fetch from the cache) the C-simulation of the hls4ml project in ``firmware_dir``.
 
@@ -293,7 +270,7 @@ def build_csim(firmware_dir: Path, project: str, library: Path, split: bool | No
     """
     t0 = time.perf_counter()
     if split is None:
-        split = os.environ.get(SPLIT_ENV, "").strip().lower() not in _OFF
+        split = os.environ.get(SPLIT_ENV, "").strip().lower() not in OFF_VALUES
     # absolute: the compilers run inside firmware_dir, and `fastml build` passes paths relative to the
     # user's working directory (firmware.output_dir defaults to hls_projects/)
     firmware_dir, library = Path(firmware_dir).absolute(), Path(library).absolute()
@@ -322,18 +299,9 @@ def build_csim(firmware_dir: Path, project: str, library: Path, split: bool | No
         try:
             lib, units, units_note = _compile(firmware_dir, project, cxx, flags, work, split)
             shutil.copyfile(lib, library)
-            if entry is not None:
-                (work / "meta.json").write_text(json.dumps({"project": project, "compiler": identity,
-                                                            "flags": list(flags), "created": time.time(),
-                                                            "units": units, "units_note": units_note}) + "\n")
-                try:
-                    os.rename(work, entry)  # atomic: readers see a complete entry or none
-                except OSError:
-                    pass  # another build stored the same key first; its library is byte-for-byte equivalent
-                else:
-                    work = None  # type: ignore[assignment]
-                    assert root is not None
-                    _prune(root, MAX_ENTRIES)
+            if entry is not None and store(work, entry, {"project": project, "compiler": identity, "flags": list(flags),
+                                                         "units": units, "units_note": units_note}):
+                work = None  # type: ignore[assignment]
         finally:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)

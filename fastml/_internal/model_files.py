@@ -6,7 +6,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import FastmlError
+from ..errors import FastmlError
+from .keras_backend import ensure_backend
 
 
 def load_keras_model(path: Path) -> Any:
@@ -20,7 +21,6 @@ def load_keras_model(path: Path) -> Any:
         raise FastmlError(f"{path}: no saved model here (expected a .keras file written by fastml build)")
     if not zipfile.is_zipfile(path):
         raise FastmlError(f"{path}: not a .keras archive (truncated or corrupt?); rebuild the project")
-    from .keras_backend import ensure_backend
 
     ensure_backend()
     import hgq  # noqa: F401  (registers the HGQ2 layers for loading)

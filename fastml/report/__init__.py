@@ -36,7 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import FastmlError
+from .._internal.distribution import DISTRIBUTION
+from ..errors import FastmlError
 
 SCHEMA_VERSION = 1
 NOT_RUN = "not run"
@@ -87,7 +88,7 @@ class Report(_Open):
 
     schema_version: int = SCHEMA_VERSION
     name: str
-    backend: Literal["hls4ml", "rtl", "conifer"]
+    backend: str  # a firmware.backend name (fastml.backends.get_backend)
     status: Literal["ok", "failed"] = "ok"
     verification: dict[str, VerificationLevel] = Field(default_factory=dict)
     accuracy: Accuracy = Field(default_factory=Accuracy)
@@ -123,7 +124,6 @@ def package_versions(names: tuple[str, ...] = ("fastml", "keras", "hgq2", "hls4m
     """Installed versions of the packages a build depends on (absent ones are left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .distribution import DISTRIBUTION
 
     out: dict[str, str] = {}
     for name in names:

@@ -1,4 +1,5 @@
-"""Trigger figures of merit for anomaly-detection triggers: efficiency at a fixed rate, ROC AUC, teacher agreement.
+"""Figures of merit: classification accuracy and per-class ROC AUC; for anomaly-detection triggers, efficiency at a
+fixed rate, ROC AUC and teacher agreement.
 
 A Level-1 trigger runs at the LHC bunch-crossing rate (``BUNCH_CROSSING_HZ`` = 40 MHz); an anomaly trigger
 gets a fixed share of the output bandwidth, e.g. 1 kHz, i.e. it may accept a fraction 1 kHz / 40 MHz =
@@ -14,6 +15,35 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+
+def correct_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per event: is the highest score the true class (binary: score > 0 means class 1)."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    pred = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
+    return pred == np.asarray(labels)
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of events whose highest score is the true class (binary: score > 0 means class 1)."""
+    return float(np.mean(correct_predictions(scores, labels)))
+
+
+def roc_auc_per_class(scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
+    """One-vs-rest ROC AUC per class (binary: one AUC for the positive class)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores, np.float64).reshape(len(labels), -1)
+    if scores.shape[1] == 1:
+        return {class_names[-1]: float(roc_auc_score(labels == 1, scores[:, 0]))}
+    out: dict[str, float] = {}
+    for i, name in enumerate(class_names):
+        positive = labels == i
+        if positive.all() or not positive.any():
+            continue  # AUC undefined without both classes present
+        out[name] = float(roc_auc_score(positive, scores[:, i]))
+    return out
+
 
 BUNCH_CROSSING_HZ: float = 40e6
 #: Trigger rates the report gives efficiencies at (1 kHz and 10 kHz of 40 MHz).

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import ToolError
+from ..errors import ToolError
 
 #: Debian installs yosys here; also looked up on PATH.
 DEFAULT_YOSYS = Path("/usr/bin/yosys")

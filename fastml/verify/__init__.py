@@ -1,7 +1,9 @@
-"""Verification stage: firmware simulations against the bit-exact reference, and accuracies.
+"""Verification stage: firmware simulations against the bit-exact reference.
 
 ``bit_exact_mismatches`` is the one comparison every backend's check goes through: it compares
-element by element, with no tolerance, and names the first difference.
+element by element, with no tolerance, and names the first difference. ``fastml.verify.layers`` compares
+layer by layer (what ``fastml diagnose`` runs). Accuracies and AUCs live in ``fastml.metrics`` (re-exported
+here, where fastml 0.1 had them).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import VerificationError
-from .report import VerificationLevel
+from ..errors import VerificationError
+from ..metrics import accuracy, correct_predictions, roc_auc_per_class
+from ..report import VerificationLevel
 
 if TYPE_CHECKING:
-    from .backends import FirmwareProject
+    from ..backends import FirmwareProject
 
 
 def bit_exact_mismatches(reference: np.ndarray, firmware: np.ndarray) -> tuple[int, dict[str, Any] | None]:
@@ -72,29 +75,5 @@ def require_bit_exact(levels: dict[str, VerificationLevel], allowed: int = 0) ->
             )
 
 
-def correct_predictions(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per event: is the highest score the true class (binary: score > 0 means class 1)."""
-    scores = np.asarray(scores).reshape(len(labels), -1)
-    pred = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(axis=1)
-    return pred == np.asarray(labels)
-
-
-def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of events whose highest score is the true class (binary: score > 0 means class 1)."""
-    return float(np.mean(correct_predictions(scores, labels)))
-
-
-def roc_auc_per_class(scores: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
-    """One-vs-rest ROC AUC per class (binary: one AUC for the positive class)."""
-    from sklearn.metrics import roc_auc_score
-
-    scores = np.asarray(scores, np.float64).reshape(len(labels), -1)
-    if scores.shape[1] == 1:
-        return {class_names[-1]: float(roc_auc_score(labels == 1, scores[:, 0]))}
-    out: dict[str, float] = {}
-    for i, name in enumerate(class_names):
-        positive = labels == i
-        if positive.all() or not positive.any():
-            continue  # AUC undefined without both classes present
-        out[name] = float(roc_auc_score(positive, scores[:, i]))
-    return out
+__all__ = ["accuracy", "bit_exact_mismatches", "correct_predictions", "require_bit_exact", "roc_auc_per_class",
+           "verify_project"]

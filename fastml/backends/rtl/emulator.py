@@ -10,14 +10,13 @@ lookup table), and operations the generator does not know raise ``UnsupportedLog
 
 Operation results live in slots reused once a value's last reader has run (liveness), so a block's working
 set stays in cache. Blocks run in parallel with OpenMP. The compiled library is cached by content hash in
-fastml's compile cache (``fastml.csim_cache``: same folder, same ``FASTML_CSIM_CACHE`` switch, same LRU).
+fastml's compile cache (``fastml._internal.compile_cache``: same folder, same ``FASTML_CSIM_CACHE`` switch, same LRU).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import csim_cache
-from .errors import ToolError
+from ..._internal.compile_cache import cache_root, store
+from ...errors import ToolError, UnsupportedLogic
 
 #: Events per block: the inner loop of every operation. 64 int64 values = 512 B per slot, so the slots live
 #: at once (a few hundred for a jet tagger's layer) stay within L2.
@@ -44,10 +43,6 @@ CXX_FLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared", "-fopenmp", "-fno-gnu-uniq
 AVX2_FLAGS = ("-mavx2",)
 #: Bump when the generated code changes in a way the key (which hashes the source) does not capture.
 _FORMAT = 2  # 2: int32 slots where every result fits
-
-
-class UnsupportedLogic(Exception):
-    """The traced logic uses an operation the generator does not implement."""
 
 
 def _kif(qint: Any) -> tuple[int, int, int]:
@@ -422,7 +417,7 @@ def build(comb: Any, dest_dir: Path, n_threads: int = 0, allow_int32: bool = Tru
     # a name per content: dlopen hands back an already loaded library for a known path, and a library in
     # use must not be overwritten in place
     library = dest_dir / f"emulator-{key[:16]}.so"
-    root = csim_cache.cache_root()
+    root = cache_root()
     entry = root / f"emu-{key}" if root is not None else None  # shares the C-simulation cache and its LRU
     hit = entry is not None and (entry / "meta.json").is_file() and (entry / "emulator.so").is_file()
     if hit:
@@ -436,17 +431,8 @@ def build(comb: Any, dest_dir: Path, n_threads: int = 0, allow_int32: bool = Tru
         work = Path(tempfile.mkdtemp(prefix=".tmp-emu-", dir=root))
         try:
             shutil.copyfile(_compile(source, work, cxx, flags), library)
-            if entry is not None:
-                (work / "meta.json").write_text(json.dumps({"compiler": identity, "flags": list(flags),
-                                                            "created": time.time()}) + "\n")
-                try:
-                    os.rename(work, entry)  # atomic, as in fastml.csim_cache: a complete entry or none
-                except OSError:
-                    pass  # a concurrent build stored the same key first
-                else:
-                    work = None  # type: ignore[assignment]
-                    assert root is not None
-                    csim_cache._prune(root, csim_cache.MAX_ENTRIES)
+            if entry is not None and store(work, entry, {"compiler": identity, "flags": list(flags)}):
+                work = None  # type: ignore[assignment]
         finally:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -23,8 +23,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._internal.keras_backend import ensure_backend
+from . import load_report
+
 if TYPE_CHECKING:
-    from .report import Report
+    from . import Report
 
 #: Line style per kind of scores in ROC plots (colour is per class).
 _STYLES = {"float": "-", "quantized": ":", "firmware": "--"}
@@ -331,7 +334,6 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
 
     A plot whose inputs are missing is skipped with a logged reason, never drawn from invented data.
     """
-    from .report import load_report
 
     project_dir = Path(project_dir)
     report = load_report(project_dir)
@@ -341,7 +343,6 @@ def save_build_plots(project_dir: str | Path, log: Callable[[str], None] = print
     keras_path = project_dir / "model" / "model.keras"
     model = None
     if keras_path.is_file():
-        from .keras_backend import ensure_backend
 
         ensure_backend()
         import hgq  # noqa: F401  # registers HGQ2's layers with Keras for loading

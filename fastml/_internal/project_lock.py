@@ -25,11 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import FastmlError
-
-
-class BuildLockedError(FastmlError):
-    """Another live process is building the same project."""
+from ..errors import BuildLockedError
 
 
 def lock_path(project_dir: Path) -> Path:

@@ -23,16 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, ToolError
-from ..fixed_point import MAX_WIDTH, APFixed, FixedPointEnsemble, Precision, integer_bits_for
-from ..report import Latency, Resources
-from . import FirmwareProject
+from ..._internal.tools import conifer_env
+from ...data import load_data
+from ...errors import ConfigError, ToolError
+from ...metrics import accuracy, roc_auc_per_class
+from ...models.bdt import sklearn_ensemble, xgboost_ensemble
+from ...report import Latency, Resources
+from .. import FirmwareProject
+from .reference import MAX_WIDTH, APFixed, FixedPointEnsemble, Precision, integer_bits_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ..config import BuildConfig
-    from ..models import TrainedModel
+    from ...models import TrainedModel
+    from ...recipe import BuildConfig
 
 #: Allowed accuracy loss (vs the float ensemble, validation split) when ``budgets.max_accuracy_drop`` is unset.
 DEFAULT_ALLOWED_LOSS = 0.01
@@ -54,7 +58,6 @@ class SearchResult:
 
 
 def accuracy_of(scores: np.ndarray, labels: np.ndarray) -> float:
-    from ..verification import accuracy
 
     return accuracy(scores, labels)
 
@@ -213,7 +216,6 @@ def _estimates(model: Any, backend: str,
 def float_agreement(float_scores: np.ndarray, fw_scores: np.ndarray, labels: np.ndarray,
                     class_names: tuple[str, ...]) -> dict[str, Any]:
     """How the firmware scores compare with the float ensemble's on the same events."""
-    from ..verification import roc_auc_per_class
 
     f = np.asarray(float_scores, np.float64).reshape(len(labels), -1)
     q = np.asarray(fw_scores, np.float64).reshape(len(labels), -1)
@@ -236,7 +238,6 @@ def _validation(trained: TrainedModel, cfg: BuildConfig) -> tuple[np.ndarray, np
     names = getattr(trained, "class_names", None)
     if val is not None and names:
         return val[0], val[1], tuple(names)
-    from ..data import load_data
 
     data = load_data(cfg.data, cfg.config_dir)
     return data.x_val, data.y_val, data.class_names
@@ -252,12 +253,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     """
     import conifer
 
-    from ..models.bdt import sklearn_ensemble, xgboost_ensemble
-    from ..tools import conifer_env
 
-    if trained.family != "trees":
-        raise ConfigError(f"{cfg.source_path}: firmware.backend 'conifer' builds tree ensembles (model.kind bdt), "
-                          f"got model.kind {trained.kind!r}")
     backend = cfg.firmware.conifer_backend
     timings: dict[str, float] = {}
     ensemble = getattr(trained, "ensemble", None) or (

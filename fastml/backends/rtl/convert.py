@@ -1,7 +1,7 @@
 """RTL backend: an HGQ2 Keras model straight to da4ml Verilog / VHDL, pipelined for the clock.
 
 ``convert`` traces the model with da4ml (bit-exact with the quantised Keras model), pipelines it with
-the latency cutoff of ``fastml.estimate.latency_cutoff_for`` (see that module for how the cutoff maps
+the latency cutoff of ``fastml._internal.da4ml.latency_cutoff_for`` (see that module for how the cutoff maps
 to ns), writes the RTL project into ``project_dir / "firmware"`` and, when ``verify.rtl_sim``,
 compiles a verilator simulation of the generated RTL.
 """
@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, ToolError
-from ..estimate import RTL_TOP, latency_cutoff_for, pipeline, pipeline_figures, trace_keras
-from ..report import NOT_RUN
-from ..tools import find_ghdl, verilator_env, verilator_version
-from . import FirmwareProject
+from ..._internal.da4ml import latency_cutoff_for, pipeline, pipeline_figures, trace_keras
+from ..._internal.tools import find_ghdl, verilator_env, verilator_version
+from ...errors import ToolError, UnsupportedLogic
+from ...report import NOT_RUN
+from .. import FirmwareProject
+from . import emulator as compiled_emulator
+from .estimate import RTL_TOP
 
 if TYPE_CHECKING:
-    from ..config import BuildConfig
-    from ..models import TrainedModel
+    from ...models import TrainedModel
+    from ...recipe import BuildConfig
 
 #: The verilated simulation passes values as int32: wider inputs/outputs cannot be simulated.
 _SIM_MAX_BITS = 32
@@ -75,7 +77,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
 
     Guarantees: ``simulators["emulator"]`` is da4ml's bit-exact interpreter of the traced logic;
     ``simulators["compiled_emulator"]`` (only when ``verify.compiled_emulator``) the same logic compiled to
-    integer C++ (``fastml.compiled_emulator``; when it is off or an operation has no compiled form,
+    integer C++ (``fastml.backends.rtl.emulator``; when it is off or an operation has no compiled form,
     ``info["compiled_emulator"]`` says ``"not run: <why>"``);
     ``simulators["rtl_sim"]`` (only when ``verify.rtl_sim`` and it can run) is the verilator
     simulation of the generated RTL, reading outputs ``latency.cycles`` clocks after the inputs; when
@@ -83,9 +85,6 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     ``ToolError`` (set ``verify.rtl_sim: false`` to skip on purpose). The simulators must be called
     before ``project_dir`` is moved (the simulation library reads its lookup-table files in place).
     """
-    if trained.family != "network":
-        raise ConfigError(f"firmware.backend 'rtl' builds HGQ2 networks, "
-                          f"got model.kind {trained.kind!r}")
     from da4ml.codegen import RTLModel
 
     fw = cfg.firmware
@@ -121,18 +120,16 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     }
     simulators = {"emulator": comb.predict}
 
-    # The same traced logic as integer C++ (fastml.compiled_emulator): bit-exact like the interpreter, without
+    # The same traced logic as integer C++ (.emulator): bit-exact like the interpreter, without
     # its per-operation decoding; a g++ failure is a ToolError, an operation without a compiled form leaves
     # the level not run.
-    from .. import compiled_emulator
-
     t0 = time.perf_counter()
     if not cfg.verify.compiled_emulator:
         info["compiled_emulator"] = f"{NOT_RUN}: verify.compiled_emulator is false"
     else:
         try:
             emu = compiled_emulator.build(comb, firmware_dir / "compiled_emulator")
-        except compiled_emulator.UnsupportedLogic as err:
+        except UnsupportedLogic as err:
             info["compiled_emulator"] = f"{NOT_RUN}: {err}"
         else:
             simulators["compiled_emulator"] = emu
