@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "fastml.commands.data",  # data generate-jets
     "fastml.commands.scan",  # scan (Dask)
     "fastml.commands.diagnose",  # diagnose
+    "fastml.commands.export",  # export
 )
 
 

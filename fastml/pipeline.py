@@ -32,7 +32,7 @@ import numpy as np
 from ._internal.guards import check_model_size, tool_watchdog
 from ._internal.keras_backend import ensure_backend
 from ._internal.project_lock import project_lock
-from .backends import convert, layer_check
+from .backends import convert, get_backend, layer_check
 from .data import Dataset, load_data
 from .errors import ConfigError, VerificationError
 from .estimate import estimate_build
@@ -209,6 +209,9 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
         with timer.stage("save"):
             _save_inputs(tmp, cfg, data, x_verify, reference, y_test)
             _save_model(tmp, cfg, trained)
+            # vectors of the same events the build verified, for the integrator's simulator (firmware/tb/)
+            report.firmware = {**report.firmware, "testbench": get_backend(cfg.firmware.backend).testbench(
+                tmp, x_verify, reference)}
         report.timings_s = {**timer.timings_s, **{f"convert.{k}": v for k, v in project.timings_s.items()}}
         try:
             require_bit_exact(report.verification, cfg.budgets.max_mismatches)

@@ -9,6 +9,8 @@ name through ``get_backend`` — as hls4ml finds its backends. It owns the whole
 ``estimate``       latency / resources during a build (``estimate_project``: again, later)
 ``diagnose``       per-layer comparison of the firmware with its reference
 ``synth_steps``    the vendor-tool invocations of ``fastml synth`` (Vitis HLS, Vivado)
+``testbench``      test vectors and a self-checking HDL testbench of the verification events
+``export``         what ``fastml export`` bundles for an integrator: files, interface, simulator commands
 =================  ==========================================================================
 
 Built in: ``hls4ml`` (``fastml.backends.hls4ml``), ``rtl`` (``fastml.backends.rtl``, da4ml Verilog/VHDL),
@@ -40,6 +42,22 @@ if TYPE_CHECKING:
     from ..models import TrainedModel
     from ..recipe import BuildConfig
     from ..verify.layers import Diagnosis
+
+
+@dataclass
+class ExportContents:
+    """What a backend puts into ``fastml export``'s bundle (``fastml.export`` adds README, report, checksums).
+
+    ``files``: path inside the bundle (POSIX, relative) -> file on disk; ``interface`` and ``simulate``:
+    Markdown lines for the README's interface section (ports, widths, fixed-point types, latency, II) and
+    its simulator commands, run from the extracted bundle; ``dirs``: folders the bundle holds even when empty
+    (a simulator's working directory).
+    """
+
+    files: dict[str, Path]
+    interface: list[str]
+    simulate: list[str]
+    dirs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -141,6 +159,20 @@ class Backend(ABC):
         """Tools the flow calls by itself, beyond its steps' own (``find_vendor_tools`` keys)."""
         return set()
 
+    def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
+        """Write test vectors of the verification events ``x`` (and expected outputs; ``reference`` is the build's
+        reference output, to cross-check) with a self-checking testbench under ``project_dir / "firmware"``.
+
+        Returns what it wrote in words, or ``"not run: <why>"``. Runs in the build's save stage (the events
+        are known only after conversion) and from ``export`` on a project built without it.
+        """
+        return f"{NOT_RUN}: backend {self.name!r} writes no testbench yet"
+
+    def export(self, project_dir: Path) -> ExportContents:
+        """The integrator's files of a built project; ``FastmlError`` (one line) where the backend has none."""
+        raise FastmlError(f"export: not run for backend {self.name} yet: only rtl (da4ml Verilog/VHDL) projects carry "
+                          f"an interface description and testbench to bundle ({project_dir})")
+
     def owns(self, firmware_dir: Path) -> bool:
         """Whether ``firmware_dir`` looks like this backend's output (for a project without ``report.json``)."""
         return False
@@ -174,4 +206,5 @@ def layer_check(cfg: BuildConfig) -> Callable[[Any, str], None]:
     return get_backend(cfg.firmware.backend).check_layers
 
 
-__all__ = ["Backend", "FirmwareProject", "Simulator", "backend_names", "convert", "get_backend", "layer_check"]
+__all__ = ["Backend", "ExportContents", "FirmwareProject", "Simulator", "backend_names", "convert", "get_backend",
+           "layer_check"]

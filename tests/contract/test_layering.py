@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fastml.metrics", "fastml.models"),
     ("fastml.verify",),
     ("fastml.backends",),
-    ("fastml.estimate", "fastml.diagnose", "fastml.synth", "fastml.gate"),
+    ("fastml.estimate", "fastml.diagnose", "fastml.synth", "fastml.gate", "fastml.export"),
     ("fastml.pipeline",),
     ("fastml.scan",),
     ("fastml.cli", "fastml.commands", "fastml.__main__", "fastml"),

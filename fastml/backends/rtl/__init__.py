@@ -5,6 +5,8 @@
 ``emulator``   the traced logic compiled to integer C++ (millions of events per second)
 ``estimate``   da4ml's figures saved with the project, yosys on its Verilog
 ``diagnose``   da4ml's per-operation interpreter, per Keras layer
+``testbench``  test vectors of the verification events and self-checking Verilog / VHDL testbenches
+``export``     what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
 =============  ==========================================================================
 
 Synthesis: da4ml's ``build_vivado_prj.tcl`` through Vivado (synthesis, place and route); stages do not apply.
@@ -20,10 +22,12 @@ from ..._internal.da4ml import da4ml_takes
 from ..._internal.vendor import SynthStep, flow_script
 from ..._internal.yosys import yosys_into_report
 from ...report import NOT_RUN, Latency, Report, Resources
-from .. import Backend, FirmwareProject
+from .. import Backend, ExportContents, FirmwareProject
 from .convert import convert as convert_rtl
 from .diagnose import diagnose_rtl
 from .estimate import METADATA_FILE, rtl_metadata, rtl_yosys_resources
+from .export import export_contents
+from .testbench import TB_DIR, write_testbench
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,6 +86,14 @@ class RtlBackend(Backend):
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         tcl = flow_script(project_dir, "build_vivado_prj.tcl", self.name)
         return [SynthStep("vivado", ["-mode", "batch", "-source", tcl.name], tcl.parent, "synth_vivado.log")]
+
+    def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
+        interface = write_testbench(project_dir / "firmware", x, reference)
+        return (f"firmware/{TB_DIR}: {interface['events']} events, {interface['flavor']} testbench, "
+                f"{interface['differs_from_reference']} differ from the reference")
+
+    def export(self, project_dir: Path) -> ExportContents:
+        return export_contents(project_dir)
 
     def owns(self, firmware_dir: Path) -> bool:
         return (firmware_dir / METADATA_FILE).is_file()

@@ -1,0 +1,158 @@
+"""What ``fastml export`` bundles of an rtl project: the HDL, ``firmware/tb/``, the interface and simulator commands.
+
+The interface comes from ``firmware/tb/interface.json`` (``testbench.write_testbench``); a project built before
+fastml wrote testbenches gets one here, from the events its build verified (``model/verify_inputs.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import FastmlError
+from .. import ExportContents
+from .testbench import INTERFACE_FILE, TB_DIR, read_interface, write_testbench
+
+#: Folders and files of ``firmware/`` an integrator gets: sources, lookup tables, constraints, vendor scripts,
+#: the testbench. Left out: da4ml's verilator binder (``sim/``), its JSON logic (``model/``), fastml's
+#: compiled emulator — all for fastml's own checks.
+_FIRMWARE_PARTS = ("src", TB_DIR, "metadata.json", "build_vivado_prj.tcl", "build_quartus_prj.tcl")
+
+
+#: Where the testbenches run: da4ml's lookup tables are read from there by bare name (empty without tables).
+_RUN_DIR = "firmware/src/memfiles"
+
+
+def _ensure_testbench(project_dir: Path) -> None:
+    firmware = project_dir / "firmware"
+    if (firmware / TB_DIR / INTERFACE_FILE).is_file():
+        return
+    events = project_dir / "model" / "verify_inputs.npz"
+    try:
+        with np.load(events) as saved:
+            x, y_ref = saved["x"], saved["y_ref"]
+    except (OSError, KeyError, ValueError) as err:
+        raise FastmlError(f"{events}: cannot read the verification events to write firmware/{TB_DIR} ({err}); "
+                          "expected the x and y_ref arrays a build saves (rebuild the project)") from None
+    write_testbench(firmware, x, y_ref)
+
+
+def _feature_names(project_dir: Path, n: int) -> list[str]:
+    """The recipe's input feature names (``model/scaler.json``) when there is one per input element."""
+    try:
+        names = json.loads((project_dir / "model" / "scaler.json").read_text()).get("features", [])
+    except (OSError, ValueError):
+        return []
+    return [str(s) for s in names] if len(names) == n else []
+
+
+def _element_table(fields: list[dict[str, Any]], names: list[str]) -> list[str]:
+    head = "| element | bits | type | signed | integer bits | fraction bits |"
+    if names:
+        head = "| element | feature | bits | type | signed | integer bits | fraction bits |"
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for f in fields:
+        msb = f["lsb"] + f["width"] - 1
+        kind = "ap_fixed" if f["signed"] else "ap_ufixed"
+        cells = [str(f["index"])] + ([f"`{names[f['index']]}`"] if names else []) + [
+            f"[{msb}:{f['lsb']}]", f"`{kind}<{f['width']},{f['width'] - f['fractional']}>`",
+            "yes" if f["signed"] else "no", str(f["integers"]), str(f["fractional"])]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def interface_lines(iface: dict[str, Any], names: list[str]) -> list[str]:
+    """The README's interface section (Markdown) from ``interface.json``."""
+    top, lat, clock = iface["top"], int(iface["latency_cycles"]), float(iface["clock_period_ns"])
+    ports = {p["name"]: p for p in iface["ports"]}
+    inp, out = ports["model_inp"], ports["model_out"]
+    dropped_in = inp["elements"] - len(iface["inputs"])
+    dropped_out = out["elements"] - len(iface["outputs"])
+    lines = [
+        f"Top module `{top}` ({iface['flavor']}), part `{iface['part']}`, clock {clock:g} ns "
+        f"({1000 / clock:g} MHz).",
+        "",
+        f"- **Latency: {lat} clocks** ({lat * clock:g} ns): an event on `model_inp` at rising edge *n* is on "
+        f"`model_out` after rising edge *n* + {lat}.",
+        "- **II = 1**: a new event every clock.",
+        f"- No reset and no valid/ready handshake: `model_out` is undefined for the first {lat} clocks, then "
+        "follows the input stream.",
+        "- Each bus packs its elements back to back, element 0 in the lowest bits, each in its own two's-complement "
+        "(signed) or unsigned fixed-point format: value = integer × 2^-fraction bits. `ap_fixed<W,I>`: W bits, I "
+        "of them above the binary point (sign included).",
+        "",
+        "| port | direction | width | contents |",
+        "|---|---|---|---|",
+        "| `clk` | in | 1 | rising edge |",
+        f"| `model_inp` | in | {inp['width']} | {len(iface['inputs'])} input elements"
+        + (f" ({dropped_in} more are constant and take no bits)" if dropped_in else "") + " |",
+        f"| `model_out` | out | {out['width']} | {len(iface['outputs'])} output elements"
+        + (f" ({dropped_out} more are constant 0 and take no bits)" if dropped_out else "") + " |",
+        "",
+        "`model_inp` elements (the model's inputs after fastml's scaling; `model/scaler.json` of the project has it):",
+        "",
+        *_element_table(iface["inputs"], names),
+        "",
+        "`model_out` elements:",
+        "",
+        *_element_table(iface["outputs"], []),
+    ]
+    return lines
+
+
+def simulate_lines(iface: dict[str, Any]) -> list[str]:
+    """Simulator commands for the bundle's testbench, run from the bundle's top folder."""
+    top = iface["top"]
+    tb = f"../../{TB_DIR}/{top}_tb"
+    lines = [
+        f"`firmware/{TB_DIR}/` holds `inputs.hex` / `expected.hex` ({iface['events']} events the build verified bit "
+        "for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
+        f"`interface.json` and the self-checking testbench `{top}_tb`: it streams one event a clock, compares "
+        f"`model_out` {iface['latency_cycles']} clocks later and ends with one `PASS` or `FAIL` line (FAIL exits "
+        f"non-zero). Run it from `{_RUN_DIR}` (da4ml's lookup tables are read from there by name):",
+        "",
+        "```sh",
+        f"cd {_RUN_DIR}",
+    ]
+    if iface["flavor"] == "vhdl":
+        lines += [
+            "# GHDL (VHDL-2008)",
+            f"mkdir -p /tmp/{top}_ghdl && ghdl -i --std=08 --workdir=/tmp/{top}_ghdl ../static/*.vhd ../*.vhd "
+            f"{tb}.vhd && ghdl -m --std=08 --workdir=/tmp/{top}_ghdl {top}_tb && ghdl -r --std=08 "
+            f"--workdir=/tmp/{top}_ghdl {top}_tb",
+            "# Verilog simulators: the Verilog testbench instantiates the same entity; use a mixed-language "
+            "simulator",
+        ]
+    else:
+        lines += [
+            "# Icarus Verilog",
+            f"iverilog -g2012 -s {top}_tb -o /tmp/{top}_tb.vvp ../*.v ../static/*.v {tb}.v && vvp -n "
+            f"/tmp/{top}_tb.vvp",
+            "# Verilator 5 (-std=c++20: its timing coroutines; g++ 12 needs it said)",
+            f"verilator --binary -Wno-fatal -CFLAGS -std=c++20 --top-module {top}_tb --Mdir /tmp/{top}_obj ../*.v "
+            f"../static/*.v {tb}.v && /tmp/{top}_obj/V{top}_tb +verilator+quiet",
+        ]
+    lines += ["```"]
+    return lines
+
+
+def export_contents(project_dir: Path) -> ExportContents:
+    """The rtl project's files, interface and simulator commands for ``fastml export``."""
+    _ensure_testbench(project_dir)
+    firmware = project_dir / "firmware"
+    iface = read_interface(firmware)
+    files: dict[str, Path] = {}
+    for part in _FIRMWARE_PARTS:
+        path = firmware / part
+        if path.is_file():
+            files[f"firmware/{part}"] = path
+        elif path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file():
+                    files[f"firmware/{f.relative_to(firmware).as_posix()}"] = f
+    n_inputs = next(p["elements"] for p in iface["ports"] if p["name"] == "model_inp")
+    return ExportContents(files=files, interface=interface_lines(iface, _feature_names(project_dir, n_inputs)),
+                          simulate=simulate_lines(iface), dirs=(_RUN_DIR,))

@@ -1,0 +1,26 @@
+"""``fastml export PROJECT_DIR [--out FILE.tar.gz]``: a built project as one bundle for the firmware integrator."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "bundle a built project for integration: HDL, testbench and vectors, README with the interface, checksums"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help=HELP, description=HELP + "; the same project gives byte-identical "
+                              "bundles. rtl (da4ml) projects only, for now.")
+    p.add_argument("project", metavar="PROJECT_DIR", help="a built project folder (hls_projects/<name>/)")
+    p.add_argument("--out", metavar="FILE.tar.gz", default=None,
+                   help="where to write the bundle (default: PROJECT_DIR-export.tar.gz beside the project)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..export import export_project
+
+    out = export_project(Path(args.project), Path(args.out) if args.out else None)
+    print(f"{args.project}: exported to {out}")
+    return 0
