@@ -28,7 +28,10 @@ def _resources_lines(report: Report) -> list[str]:
         return ["No resource estimate in report.json (`fastml estimate` makes one)."]
     lines = ["| source | LUT | FF | DSP | BRAM | note |", "|---|---|---|---|---|---|"]
     for source, r in report.resources.items():
-        note = str(getattr(r, "note", None) or "").replace("|", "/")
+        # the cost model says what it is in ``note``; yosys names its version and target family
+        extra = r.model_dump()
+        note = str(extra.get("note") or " ".join(str(extra[k]) for k in ("tool", "family") if extra.get(k)))
+        note = note.replace("|", "/")
         lines.append(f"| {source} | {r.lut} | {r.ff} | {r.dsp} | {r.bram} | {note} |")
     return lines
 

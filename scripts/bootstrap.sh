@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian tools: yosys (open-source resource estimates) and ghdl (simulates VHDL: da4ml and conifer's
-# VHDL projects). Without them the checks they serve report "not run", never "pass".
+# Debian tools: yosys (open-source resource estimates), ghdl (simulates VHDL: da4ml and conifer's
+# VHDL projects, and the VHDL testbench of firmware/tb/) and iverilog (Icarus Verilog: runs the Verilog
+# testbench of firmware/tb/ in the tests). Without them the checks they serve report "not run" or skip,
+# never "pass".
 missing=""
 command -v yosys >/dev/null 2>&1 || missing="$missing yosys"
 command -v ghdl >/dev/null 2>&1 || missing="$missing ghdl"
+command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing (Debian)" >&2

@@ -49,10 +49,19 @@ def _feature_names(project_dir: Path, n: int) -> list[str]:
     return [str(s) for s in names] if len(names) == n else []
 
 
-def _element_table(fields: list[dict[str, Any]], names: list[str]) -> list[str]:
+def _class_names(project_dir: Path, n: int) -> list[str]:
+    """The classes a classifier's outputs score (``report.json``'s ``data.classes``), one per output element."""
+    try:
+        names = json.loads((project_dir / "report.json").read_text()).get("data", {}).get("classes", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(s) for s in names] if isinstance(names, list) and len(names) == n else []
+
+
+def _element_table(fields: list[dict[str, Any]], names: list[str], what: str = "feature") -> list[str]:
     head = "| element | bits | type | signed | integer bits | fraction bits |"
     if names:
-        head = "| element | feature | bits | type | signed | integer bits | fraction bits |"
+        head = f"| element | {what} | bits | type | signed | integer bits | fraction bits |"
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for f in fields:
         msb = f["lsb"] + f["width"] - 1
@@ -64,8 +73,9 @@ def _element_table(fields: list[dict[str, Any]], names: list[str]) -> list[str]:
     return rows
 
 
-def interface_lines(iface: dict[str, Any], names: list[str]) -> list[str]:
-    """The README's interface section (Markdown) from ``interface.json``."""
+def interface_lines(iface: dict[str, Any], names: list[str], classes: list[str]) -> list[str]:
+    """The README's interface section (Markdown) from ``interface.json``; ``names``: input features, ``classes``:
+    what each output scores (either empty when unknown)."""
     top, lat, clock = iface["top"], int(iface["latency_cycles"]), float(iface["clock_period_ns"])
     ports = {p["name"]: p for p in iface["ports"]}
     inp, out = ports["model_inp"], ports["model_out"]
@@ -96,9 +106,9 @@ def interface_lines(iface: dict[str, Any], names: list[str]) -> list[str]:
         "",
         *_element_table(iface["inputs"], names),
         "",
-        "`model_out` elements:",
+        "`model_out` elements" + (" (a score per class; the largest is the prediction)" if classes else "") + ":",
         "",
-        *_element_table(iface["outputs"], []),
+        *_element_table(iface["outputs"], classes, "class"),
     ]
     return lines
 
@@ -131,7 +141,8 @@ def simulate_lines(iface: dict[str, Any]) -> list[str]:
             "# Icarus Verilog",
             f"iverilog -g2012 -s {top}_tb -o /tmp/{top}_tb.vvp ../*.v ../static/*.v {tb}.v && vvp -n "
             f"/tmp/{top}_tb.vvp",
-            "# Verilator 5 (-std=c++20: its timing coroutines; g++ 12 needs it said)",
+            "# Verilator 5 (-std=c++20: its timing coroutines; g++ 12 needs it said. The PyPI wheel also needs",
+            "# MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include in the environment)",
             f"verilator --binary -Wno-fatal -CFLAGS -std=c++20 --top-module {top}_tb --Mdir /tmp/{top}_obj ../*.v "
             f"../static/*.v {tb}.v && /tmp/{top}_obj/V{top}_tb +verilator+quiet",
         ]
@@ -153,6 +164,8 @@ def export_contents(project_dir: Path) -> ExportContents:
             for f in sorted(path.rglob("*")):
                 if f.is_file():
                     files[f"firmware/{f.relative_to(firmware).as_posix()}"] = f
-    n_inputs = next(p["elements"] for p in iface["ports"] if p["name"] == "model_inp")
-    return ExportContents(files=files, interface=interface_lines(iface, _feature_names(project_dir, n_inputs)),
+    n = {p["name"]: p.get("elements", 1) for p in iface["ports"]}
+    lines = interface_lines(iface, _feature_names(project_dir, n["model_inp"]),
+                            _class_names(project_dir, n["model_out"]))
+    return ExportContents(files=files, interface=lines,
                           simulate=simulate_lines(iface), dirs=(_RUN_DIR,))

@@ -106,6 +106,13 @@ def quantise(values: np.ndarray, fields: Sequence[Field]) -> np.ndarray:
         scaled = np.floor(np.asarray(values[:, fd.index], dtype=np.float64) * 2.0 ** fd.fractional)
         modulus = 1 << fd.width
         half = modulus >> 1
+        if fd.width <= 52 and np.all(np.abs(scaled) < 2.0**52):
+            # exact in float64: the vectorised path (a build writes 10 000 events x hundreds of elements)
+            wrapped = np.mod(scaled, float(modulus))
+            if fd.signed:
+                wrapped = np.where(wrapped >= half, wrapped - modulus, wrapped)
+            out[:, col] = [int(v) for v in wrapped]
+            continue
         for row, v in enumerate(scaled):
             n = int(v) % modulus
             out[row, col] = n - modulus if fd.signed and n >= half else n
