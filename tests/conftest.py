@@ -45,3 +45,16 @@ def quick_jet_build(tmp_path_factory: pytest.TempPathFactory):
     assert rc == 0
     project = out / "jet_tagger"
     return project, load_report(project)
+
+
+@pytest.fixture(scope="session")
+def tiny_rtl_trained():
+    """The tiny 16 -> 8 -> 5 HGQ2 MLP of tests/tiny_rtl.py, trained once per session, and its test events.
+
+    Shared by the RTL backend (tests/integration/test_rtl.py), the compiled emulator
+    (tests/unit/backends/test_rtl_emulator.py) and the estimates (tests/integration/test_estimate.py); each of them
+    trained the same seeded model before. Read-only: a test that needs a changed model makes its own.
+    """
+    from tiny_rtl import tiny_trained_model
+
+    return tiny_trained_model()

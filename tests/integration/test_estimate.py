@@ -26,13 +26,13 @@ needs_yosys = pytest.mark.skipif(find_yosys() is None,
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, tiny_rtl_trained):
     """A built rtl project folder (report.json, config.yaml, firmware/) for a tiny MLP; no simulation compiled."""
-    from test_rtl import rtl_config, tiny_trained_model
+    from tiny_rtl import rtl_config
 
     from fastml.backends import convert
 
-    trained, _ = tiny_trained_model()
+    trained, _ = tiny_rtl_trained
     cfg = rtl_config(rtl_sim=False)
     project_dir = tmp_path_factory.mktemp("estimate") / cfg.name
     fw_project = convert(trained, cfg, project_dir)
@@ -173,7 +173,7 @@ def test_verilog_sources_of_project(project):
 
 @needs_yosys
 def test_vhdl_project_is_synthesised_from_its_verilog_twin(project, estimated, tmp_path):
-    from test_rtl import rtl_config
+    from tiny_rtl import rtl_config
 
     from fastml.backends import convert
     from fastml.estimate import rtl_yosys_resources

@@ -17,13 +17,11 @@ from fastml.verification import bit_exact_mismatches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def traced():
+def traced(tiny_rtl_trained):
     """The tiny 16 -> 8 -> 5 MLP of test_rtl, its traced logic, and test events (some beyond the trained range)."""
-    from test_rtl import tiny_trained_model
-
     from fastml.estimate import trace_keras
 
-    trained, x = tiny_trained_model()
+    trained, x = tiny_rtl_trained
     return trained, trace_keras(trained.model), x
 
 

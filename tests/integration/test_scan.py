@@ -22,7 +22,7 @@ import yaml
 
 from fastml.errors import ConfigError, FastmlError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, doc: dict) -> Path:
