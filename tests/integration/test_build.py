@@ -15,6 +15,7 @@ from fastml.verification import bit_exact_mismatches
 
 
 # ---------------------------------------------------------------- the main job, quick mode
+@pytest.mark.slow
 def test_quick_jet_build_is_bit_exact(quick_jet_build) -> None:
     _, report = quick_jet_build
     csim = report.verification["csim"]
@@ -28,6 +29,7 @@ def test_quick_jet_build_is_bit_exact(quick_jet_build) -> None:
     assert report.ebops and report.ebops > 0
 
 
+@pytest.mark.slow
 def test_quick_build_writes_a_complete_project(quick_jet_build) -> None:
     project, report = quick_jet_build
     doc = json.loads((project / "report.json").read_text())
@@ -47,6 +49,7 @@ def test_quick_build_writes_a_complete_project(quick_jet_build) -> None:
     assert ".tmp-" not in hls_cfg and str(project.resolve() / "firmware") in hls_cfg
 
 
+@pytest.mark.slow
 def test_reloaded_model_reproduces_reference(quick_jet_build) -> None:
     import keras
 
@@ -59,6 +62,7 @@ def test_reloaded_model_reproduces_reference(quick_jet_build) -> None:
 
 # ---------------------------------------------------------------- the compile cache on the quick build
 # (C-simulation cache unit tests: tests/unit/backends/test_hls4ml_csim_cache.py)
+@pytest.mark.slow
 def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     """Re-converting the quick build's model gives byte-identical sources: the library comes from the
     cache the build filled, and it still reproduces the quantised model exactly."""

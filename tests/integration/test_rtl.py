@@ -36,6 +36,7 @@ def built(trained, tmp_path_factory):
     return project, project_dir, x
 
 
+@pytest.mark.slow
 def test_verilog_written_and_both_levels_bit_exact(built):
     project, project_dir, x = built
     assert project.backend == "rtl"
@@ -52,6 +53,7 @@ def test_verilog_written_and_both_levels_bit_exact(built):
         assert levels[level].mismatches == 0, levels[level].first_mismatch
 
 
+@pytest.mark.slow
 def test_bit_exact_check_detects_a_corrupted_simulation(built):
     """The same comparison flags a one-LSB error in a single output, so zero mismatches means something."""
     project, _, x = built
@@ -71,6 +73,7 @@ def test_bit_exact_check_detects_a_corrupted_simulation(built):
     assert levels["corrupted"].first_mismatch["sample"] == 7
 
 
+@pytest.mark.slow
 def test_latency_is_pipeline_depth_at_the_clock(built):
     project, _, _ = built
     meta = json.loads((project.path / "metadata.json").read_text())
@@ -131,6 +134,7 @@ def test_broken_verilator_fails_the_build_with_one_line(trained, monkeypatch, tm
     assert "fake verilator is broken" in (project_dir / "logs" / "verilator.log").read_text()
 
 
+@pytest.mark.slow
 def test_vhdl_flavor(trained, tmp_path):
     from fastml.backends import convert
     from fastml.tools import find_ghdl
@@ -149,6 +153,7 @@ def test_vhdl_flavor(trained, tmp_path):
         assert levels["rtl_sim"].mismatches == 0
 
 
+@pytest.mark.slow
 def test_rtl_sim_off_is_reported_not_run(trained, tmp_path):
     from fastml.backends import convert
 

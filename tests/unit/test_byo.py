@@ -89,6 +89,7 @@ def test_files_that_are_not_keras_models_give_one_line(tmp_path: Path, content: 
     assert expected in msg and "m.keras" in msg
 
 
+@pytest.mark.slow
 def test_truncated_keras_archive_names_the_file(tmp_path: Path, toy_npz: Path) -> None:
     good = tmp_path / "good.keras"
     _hgq_model().save(good)
@@ -153,6 +154,7 @@ def test_float_activation_functions_are_refused(tmp_path: Path, toy_npz: Path) -
     assert "'squash' (Activation)" in _one_line(err) and "'tanh'" in str(err.value)
 
 
+@pytest.mark.slow
 def test_loaded_model_is_built_as_it_is_and_calibrated_only_on_request(tmp_path: Path, toy_npz: Path) -> None:
     model = _hgq_model()
     model.save(tmp_path / "m.keras")

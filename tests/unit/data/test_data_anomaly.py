@@ -184,6 +184,7 @@ def test_bad_sections_fail_in_one_line(tmp_path: Path, base: str, changes: dict,
     assert "\n" not in str(err.value) and base in str(err.value)
 
 
+@pytest.mark.slow
 def test_pooled_conv_student_is_bit_exact_through_da4ml() -> None:
     """The recipe's kind of student (2 x 2 input average, one conv, max pool, dense) with random weights,
     calibrated and traced by da4ml: the emulator equals Keras exactly on calorimeter-like images."""

@@ -88,6 +88,7 @@ def test_data_shape_checked_before_training(toy_npz: Path) -> None:
     ("attention", {"embed": 4, "heads": 2, "key_dim": 2, "head": [4]}, (4, 3)),
     ("lut_mlp", {"hidden": [4], "d_hl": 4}, (6,)),
 ])
+@pytest.mark.slow
 def test_network_kind_is_bit_exact_through_da4ml(kind: str, section: dict, shape: tuple[int, ...]) -> None:
     """Built with random weights, calibrated, traced by da4ml: the emulator equals Keras exactly; the float
     twin has the same input and output shapes."""

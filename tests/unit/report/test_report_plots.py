@@ -69,6 +69,7 @@ def test_roc_curves_binary_single_column(tmp_path: Path) -> None:
     _check_figure(fig, tmp_path / "roc_binary.png")
 
 
+@pytest.mark.slow
 def test_bitwidth_distribution_reads_hgq_per_weight_bits(tiny_hgq_model, tmp_path: Path) -> None:
     per_layer = plots.kernel_bits(tiny_hgq_model)
     assert list(per_layer) == ["dense_bn_0", "logits"]
@@ -98,6 +99,7 @@ def test_bitwidth_distribution_reads_hgq_per_weight_bits(tiny_hgq_model, tmp_pat
     _check_figure(fig, tmp_path / "bits.png")
 
 
+@pytest.mark.slow
 def test_resource_breakdown_uses_layer_ebops(tiny_hgq_model, tmp_path: Path) -> None:
     ebops = plots.ebops_per_layer(tiny_hgq_model)
     assert set(ebops) == {"dense_bn_0", "logits"} and all(v > 0 for v in ebops.values())
