@@ -33,7 +33,7 @@ from fastml.data.table import JET_CLASSES, JET_FEATURES
 from fastml.errors import ConfigError, DataError
 from fastml.recipe import DataConfig, parse_config
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fastml" / "data" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "fastml" / "data" / "samples"
 SAMPLE = SAMPLES / "jets_constituents_pythia8.npz"
 HLF_SAMPLE = SAMPLES / "jets_hlf_pythia8.npz"
 

@@ -1,9 +1,9 @@
 """Bring your own model: saved HGQ2/Keras models, float models to quantise, QKeras .h5 files, notebook models.
 
-Fast tests check the one-line refusals and the QKeras rebuild against QKeras's own predictions (no
-compilation); the slow ones build the committed recipes and check zero mismatches, and, for QKeras, that
-the verified outputs are QKeras's predictions bit for bit (golden files made by real QKeras 0.9.0,
-tests/fixtures/qkeras/make_fixtures.py).
+The one-line refusals and the QKeras rebuild against QKeras's own predictions (no compilation). The builds of
+the committed recipes (zero mismatches; for QKeras, the verified outputs are QKeras's predictions bit for bit,
+golden files made by real QKeras 0.9.0, tests/fixtures/qkeras/make_fixtures.py) are in
+tests/integration/test_byo_models.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from fastml.errors import ConfigError
 from fastml.recipe import load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QKERAS = REPO / "tests" / "fixtures" / "qkeras"
 
 
@@ -89,6 +89,7 @@ def test_files_that_are_not_keras_models_give_one_line(tmp_path: Path, content: 
     assert expected in msg and "m.keras" in msg
 
 
+@pytest.mark.slow
 def test_truncated_keras_archive_names_the_file(tmp_path: Path, toy_npz: Path) -> None:
     good = tmp_path / "good.keras"
     _hgq_model().save(good)
@@ -153,6 +154,7 @@ def test_float_activation_functions_are_refused(tmp_path: Path, toy_npz: Path) -
     assert "'squash' (Activation)" in _one_line(err) and "'tanh'" in str(err.value)
 
 
+@pytest.mark.slow
 def test_loaded_model_is_built_as_it_is_and_calibrated_only_on_request(tmp_path: Path, toy_npz: Path) -> None:
     model = _hgq_model()
     model.save(tmp_path / "m.keras")
@@ -389,86 +391,6 @@ def test_build_model_refuses_what_is_not_a_keras_model(tmp_path: Path) -> None:
     assert "keras.Model" in _one_line(err)
 
 
-# ------------------------------------------------------------------------------------ builds (compiled)
-
-
-def _build(recipe: str, out: Path, quick: bool = False):
-    from fastml.cli import main
-    from fastml.report import load_report
-
-    cfg = load_config(REPO / "configs" / recipe)
-    args = ["build", str(REPO / "configs" / recipe), "--output-dir", str(out), "--no-progress"]
-    assert main([*args, "--quick"] if quick else args) == 0
-    return out / cfg.name, load_report(out / cfg.name)
-
-
-@pytest.mark.slow
-def test_qkeras_recipe_firmware_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
-    project, report = _build("byo_qkeras_mlp.yaml", tmp_path)
-    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
-    assert report.model["selection"]["train"].startswith("skipped")
-    y_qkeras, _ = _golden("qkeras_mlp")
-    with np.load(project / "model" / "verify_inputs.npz") as v:
-        y_ref = v["y_ref"]  # what the C-simulation reproduced with 0 mismatches
-    assert int(np.count_nonzero(y_ref != y_qkeras[: len(y_ref)])) == 0
-    assert (project / "model" / "source_model.h5").is_file()
-
-
-@pytest.mark.slow
-def test_qkeras_folded_batchnorm_firmware_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
-    """hls4ml C-simulation of the imported QConv2DBatchnorm model on 10 000 events: zero mismatches, and the
-    outputs it reproduced are QKeras's own predictions."""
-    import yaml
-
-    from fastml.cli import main
-    from fastml.report import load_report
-
-    recipe = tmp_path / "byo_qkeras_conv_bn.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "byo_qkeras_conv_bn", "data": {"source": "builtin:jets_constituents", "n_particles": 8},
-        "model": {"kind": "qkeras", "path": str(QKERAS / "qkeras_conv_bn.h5")},
-        "firmware": {"backend": "hls4ml", "strategy": "latency", "yosys": False},
-        "verify": {"samples": 10_000}, "budgets": {"max_mismatches": 0}}))
-    assert main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
-    project = tmp_path / "out" / "byo_qkeras_conv_bn"
-    report = load_report(project)
-    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
-    y_qkeras, _ = _golden("qkeras_conv_bn")
-    with np.load(project / "model" / "verify_inputs.npz") as v:
-        assert int(np.count_nonzero(v["y_ref"] != y_qkeras[: len(v["y_ref"])])) == 0
-    assert "RND_CONV" in report.checks["da4ml_estimate"]  # why da4ml has no estimate, in words
-
-
-@pytest.mark.slow
-def test_saved_hgq2_conv_recipe_builds_bit_exact(tmp_path: Path) -> None:
-    project, report = _build("byo_hgq2_conv.yaml", tmp_path)
-    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
-    assert report.model["selection"]["calibrated"] is False
-    assert (project / "model" / "source_model.keras").is_file()
-
-
-@pytest.mark.slow
-def test_float_model_quantize_recipe_trains_and_builds_rtl_bit_exact(tmp_path: Path) -> None:
-    """The shipped recipe on its full data and 10 000 verified events; only the training is cut to 3 epochs
-    (``--quick`` would also cap the data, leaving fewer than 10 000 test events)."""
-    import yaml
-
-    from fastml.cli import main
-    from fastml.report import load_report
-
-    raw = yaml.safe_load((REPO / "configs" / "byo_float_quantize.yaml").read_text())
-    raw["model"]["path"] = str(REPO / "configs" / raw["model"]["path"])
-    raw["train"]["epochs"] = 3
-    recipe = tmp_path / "byo_float_quantize.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
-    assert main(["build", str(recipe), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
-    report = load_report(tmp_path / "out" / raw["name"])
-    assert set(report.verification) == {"emulator", "rtl_sim"}
-    assert all(v.mismatches == 0 and v.samples == 10_000 for v in report.verification.values())
-    assert report.model["selection"]["source"] == "quantised from a float model"
-    assert report.accuracy.float is not None and report.ebops is not None
-
-
 # ------------------------------------------------------------------------------------------ kind: qonnx
 
 QONNX = REPO / "tests" / "fixtures" / "qonnx"
@@ -511,12 +433,3 @@ def test_qonnx_bad_files_and_non_fixed_point_scales_give_one_line(tmp_path: Path
     with pytest.raises(ConfigError) as err:
         load_config(_recipe(tmp_path, {"kind": "qonnx", "path": "scaled.onnx"}, "builtin:jets_hlf", backend="rtl"))
     assert "da4ml traces Keras models" in _one_line(err)
-
-
-@pytest.mark.slow
-def test_qonnx_recipe_firmware_matches_qonnx_execution(tmp_path: Path) -> None:
-    project, report = _build("byo_qonnx.yaml", tmp_path)
-    assert report.verification["csim"].mismatches == 0 and report.verification["csim"].samples == 10_000
-    assert report.verification["csim"].reference == "qonnx execute_onnx"
-    with np.load(QONNX / "qonnx_mlp_golden.npz") as g, np.load(project / "model" / "verify_inputs.npz") as v:
-        assert int(np.count_nonzero(v["y_ref"] != g["y"][: len(v["y_ref"])])) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Generated sources and weights (compiled objects, logs and tool files holding absolute paths are not sources).
 SOURCE_SUFFIXES = {".cpp", ".h", ".hpp", ".cc", ".v", ".sv", ".vhd", ".txt", ".json", ".tcl"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +69,7 @@ def test_roc_curves_binary_single_column(tmp_path: Path) -> None:
     _check_figure(fig, tmp_path / "roc_binary.png")
 
 
+@pytest.mark.slow
 def test_bitwidth_distribution_reads_hgq_per_weight_bits(tiny_hgq_model, tmp_path: Path) -> None:
     per_layer = plots.kernel_bits(tiny_hgq_model)
     assert list(per_layer) == ["dense_bn_0", "logits"]
@@ -99,6 +99,7 @@ def test_bitwidth_distribution_reads_hgq_per_weight_bits(tiny_hgq_model, tmp_pat
     _check_figure(fig, tmp_path / "bits.png")
 
 
+@pytest.mark.slow
 def test_resource_breakdown_uses_layer_ebops(tiny_hgq_model, tmp_path: Path) -> None:
     ebops = plots.ebops_per_layer(tiny_hgq_model)
     assert set(ebops) == {"dense_bn_0", "logits"} and all(v > 0 for v in ebops.values())
@@ -143,19 +144,3 @@ def test_training_front_marks_chosen_point_and_float_twin(tmp_path: Path) -> Non
     # a rule without a float twin draws no float line
     fig = plots.training_front({**selection, "rule": "best_accuracy", "float_val_accuracy": None}, title="t")
     assert not any("float" in line.get_label() for line in fig.axes[0].get_lines())
-
-
-@pytest.mark.slow
-def test_save_build_plots_on_quick_build(quick_jet_build, tmp_path: Path) -> None:
-    import shutil
-
-    project, report = quick_jet_build
-    assert report.status == "ok"
-    copy = tmp_path / project.name  # the session's project is shared: plot into a copy
-    shutil.copytree(project, copy)
-    written = plots.save_build_plots(copy)
-    names = {p.name for p in written}
-    assert {"roc.png", "bitwidths.png", "resources_by_layer.png", "training_pareto.png"} <= names
-    for p in written:
-        assert p.parent == copy / "plots" and p.stat().st_size > 2000
-    assert json.loads((copy / "plots" / "plots.json").read_text())["plots"] == [p.name for p in written]

@@ -13,7 +13,7 @@ import pytest
 
 from fastml._internal.distribution import DISTRIBUTION
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "ci" / "install_fastml.sh"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

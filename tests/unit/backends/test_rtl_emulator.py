@@ -17,13 +17,11 @@ from fastml.verify import bit_exact_mismatches  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def traced():
+def traced(tiny_rtl_trained):
     """The tiny 16 -> 8 -> 5 MLP of test_rtl, its traced logic, and test events (some beyond the trained range)."""
-    from test_rtl import tiny_trained_model
-
     from fastml._internal.da4ml import trace_keras
 
-    trained, x = tiny_trained_model()
+    trained, x = tiny_rtl_trained
     return trained, trace_keras(trained.model), x
 
 
@@ -40,6 +38,7 @@ def emulator(traced, cache_dir, tmp_path_factory):
         return compiled_emulator.build(comb, tmp_path_factory.mktemp("emu"))
 
 
+@pytest.mark.slow
 def test_outputs_equal_interpreter_and_quantized_model(traced, emulator):
     trained, comb, x = traced
     x = x[:2999]  # not a multiple of the block: the last, partial block is exercised
@@ -56,6 +55,7 @@ def test_outputs_equal_interpreter_and_quantized_model(traced, emulator):
     assert np.array_equal(emulator(wide), comb.predict(wide.astype(np.float64)))
 
 
+@pytest.mark.slow
 def test_a_perturbed_operation_is_detected(traced, tmp_path, monkeypatch):
     """One constant moved by one LSB in the logic gives mismatches: zero mismatches above means something."""
     trained, comb, x = traced
@@ -68,6 +68,7 @@ def test_a_perturbed_operation_is_detected(traced, tmp_path, monkeypatch):
     assert mismatches > 0 and first is not None
 
 
+@pytest.mark.slow
 def test_cached_library_is_reused(traced, emulator, cache_dir, tmp_path, monkeypatch):
     _, comb, x = traced
     monkeypatch.setenv("FASTML_CSIM_CACHE", str(cache_dir))
@@ -109,6 +110,7 @@ def _extreme_inputs(comb, n_random: int, seed: int) -> np.ndarray:
     return np.concatenate([choices, picks, uniform]).astype(np.float64)
 
 
+@pytest.mark.slow
 def test_int32_path_equals_int64_path_and_interpreter_at_range_extremes(traced, emulator, tmp_path, monkeypatch):
     """The tiny MLP's results all fit in 31 bits, so it runs on int32 slots; on inputs at the extremes of every
     input's range it equals the int64 path and the interpreter element for element."""

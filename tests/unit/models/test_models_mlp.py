@@ -86,6 +86,7 @@ def test_a_checkpoint_exactly_max_drop_below_the_float_twin_is_within() -> None:
     assert select_checkpoint(records, "smallest_within_float", 0.01, float_val) == 1
 
 
+@pytest.mark.slow
 def test_float_twin_epochs_are_capped(toy_npz: Path) -> None:
     """``train.float_epochs`` caps the float twin; an epochs override (``--quick``) caps both runs."""
     from fastml.data import load_data

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from fastml.errors import ConfigError, DataError, FastmlError
 from fastml.recipe import BuildConfig, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

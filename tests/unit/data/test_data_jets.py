@@ -12,7 +12,7 @@ from fastml.data.jets import generate_jets, load_table, save_table
 from fastml.data.table import JET_CLASSES, JET_FEATURES, Table
 from fastml.errors import DataError
 
-SAMPLE = Path(__file__).resolve().parents[1] / "fastml" / "data" / "samples" / "jets_hlf_pythia8.npz"
+SAMPLE = Path(__file__).resolve().parents[3] / "fastml" / "data" / "samples" / "jets_hlf_pythia8.npz"
 
 
 @pytest.fixture(scope="module")

@@ -294,31 +294,3 @@ def test_a_split_that_fails_to_link_falls_back_to_one_unit(
     build = build_csim(a, "toy", a / "firmware" / "toy-1.so")
     assert build.units == 1 and "split failed" in build.units_note and "toy_global" in build.units_note
     np.testing.assert_array_equal(_run(build.library, X), _da_expected(X))
-
-
-def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
-    """Re-converting the quick build's model gives byte-identical sources: the library comes from the
-    cache the build filled, and it still reproduces the quantised model exactly."""
-    if csim_cache.cache_root() is None:
-        pytest.skip(f"{csim_cache.CACHE_ENV} switches the cache off in this environment")
-    import keras
-
-    from fastml.backends.hls4ml import convert as hls4ml_backend
-    from fastml.models import TrainedModel
-    from fastml.models.network import logits_fn
-    from fastml.recipe import project_config
-    from fastml.verify import bit_exact_mismatches
-
-    project, _ = quick_jet_build
-    model = keras.models.load_model(project / "model" / "model.keras", compile=False)
-    events = np.load(project / "model" / "verify_inputs.npz")
-    trained = TrainedModel(kind="mlp", model=model, predict_quantized=logits_fn(model), predict_float=None,
-                           n_classes=int(model.output_shape[-1]))
-    cfg = project_config(project)
-    again = hls4ml_backend.convert(trained, cfg, project.parent / "again")
-    assert again.info["csim_cache"] == "hit"
-    if csim_split.usable_cores() >= 2:  # the DA kernels compiled in parallel units (fastml.backends.hls4ml.csim_split)
-        assert again.info["csim_units"] >= 2, again.info["csim_units_note"]
-    out = again.simulators["csim"](events["x"])
-    assert bit_exact_mismatches(events["y_ref"], out) == (0, None)
-    assert bit_exact_mismatches(trained.predict_quantized(events["x"]), out) == (0, None)

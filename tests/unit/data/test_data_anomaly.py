@@ -1,12 +1,10 @@
-"""Anomaly-detection triggers (issue #17): event data, trigger metrics, the autoencoder and conv kinds, recipes.
-
-The two quick builds (autoencoder teacher; conv student, whose teacher trains inside its build) are shared
-session fixtures; everything else is fast.
+"""Anomaly-detection triggers (issue #17): event data, the autoencoder and conv kinds, recipes, the budget on
+signal efficiency at a rate. Trigger metrics: tests/unit/test_metrics.py; the two quick builds (autoencoder
+teacher; conv student): tests/integration/test_anomaly.py.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,55 +14,8 @@ import pytest
 from fastml.errors import ConfigError, DataError
 from fastml.recipe import load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs"
-
-
-# ---------------------------------------------------------------- trigger metrics
-
-
-def test_roc_auc_matches_pairwise_counting_with_ties() -> None:
-    from fastml.metrics import roc_auc
-
-    rng = np.random.default_rng(0)
-    b = rng.integers(0, 5, 300).astype(float)  # quantised scores: many ties
-    s = rng.integers(1, 7, 200).astype(float)
-    pairs = (s[:, None] > b[None, :]).mean() + 0.5 * (s[:, None] == b[None, :]).mean()
-    assert roc_auc(b, s) == pytest.approx(pairs, abs=1e-12)
-    assert roc_auc(b, b) == pytest.approx(0.5)
-
-
-def test_threshold_never_accepts_more_sm_than_asked() -> None:
-    from fastml.metrics import threshold_at_acceptance
-
-    sm = np.repeat(np.arange(100.0), 10)  # 1000 events, ties of 10
-    t, achieved = threshold_at_acceptance(sm, 0.025)  # 25 allowed: ties make it 20
-    assert achieved <= 0.025 and np.mean(sm > t) == achieved
-    assert achieved == pytest.approx(0.02)
-
-
-def test_efficiency_at_rate_says_not_run_when_the_sample_is_too_small() -> None:
-    from fastml.metrics import efficiency_at_rates
-
-    rng = np.random.default_rng(1)
-    labels = np.r_[np.zeros(5000, int), np.ones(500, int)]
-    scores = np.r_[rng.normal(size=5000), rng.normal(3.0, 1.0, 500)]
-    out = efficiency_at_rates(scores, labels, ("sm", "sig"), rates_hz=(1_000.0, 10_000.0))
-    assert out["rates"]["1kHz"].startswith("not run: acceptance 2.5e-05 needs at least 40000 SM events")
-    assert out["signals"]["sig"]["efficiency"]["1kHz"].startswith("not run")
-    ten = out["rates"]["10kHz"]
-    assert ten["sm_passing"] == 1  # 5000 x 2.5e-4 = 1.25 -> one SM event above the threshold
-    eff = out["signals"]["sig"]["efficiency"]["10kHz"]
-    assert eff == pytest.approx(np.mean(scores[5000:] > ten["threshold"]))
-    assert 0.5 < out["signals"]["sig"]["auc"] <= 1.0
-
-
-def test_teacher_agreement() -> None:
-    from fastml.metrics import teacher_agreement
-
-    t = np.linspace(0, 1, 100)
-    assert teacher_agreement(2 * t + 1, t)["spearman"] == pytest.approx(1.0)
-    assert teacher_agreement(-t, t)["pearson"] == pytest.approx(-1.0)
 
 
 # ---------------------------------------------------------------- data
@@ -233,6 +184,7 @@ def test_bad_sections_fail_in_one_line(tmp_path: Path, base: str, changes: dict,
     assert "\n" not in str(err.value) and base in str(err.value)
 
 
+@pytest.mark.slow
 def test_pooled_conv_student_is_bit_exact_through_da4ml() -> None:
     """The recipe's kind of student (2 x 2 input average, one conv, max pool, dense) with random weights,
     calibrated and traced by da4ml: the emulator equals Keras exactly on calorimeter-like images."""
@@ -284,80 +236,6 @@ def test_variational_autoencoder_loss_and_deployed_part() -> None:
     full = model.predict(xs, verbose=0)
     assert np.array_equal(full, model.predict(xs, verbose=0))  # no sampling at inference: z = mu
     assert np.array_equal(deployed.predict(xs, verbose=0)[:, 0], full[:, 57])
-
-
-# ---------------------------------------------------------------- quick builds
-
-
-@pytest.fixture(scope="session")
-def quick_ae_build(tmp_path_factory: pytest.TempPathFactory):
-    from fastml.pipeline import build
-
-    out = tmp_path_factory.mktemp("anomaly_builds")
-    # yosys off: minutes of synthesis estimate that this test does not look at (the benchmark runs it)
-    cfg = load_config(CONFIGS / "anomaly_ae.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
-    return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
-
-
-@pytest.fixture(scope="session")
-def quick_conv_build(tmp_path_factory: pytest.TempPathFactory):
-    from fastml.pipeline import build
-
-    out = tmp_path_factory.mktemp("anomaly_builds")
-    cfg = load_config(CONFIGS / "calo_conv.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
-    return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
-
-
-def _check_anomaly_report(report, cfg) -> dict:
-    assert report.status == "ok"
-    assert {"emulator", "rtl_sim"} <= set(report.verification)  # every level the rtl backend runs
-    for level in report.verification.values():
-        assert level.mismatches == 0 and level.samples >= 1000
-    task = report.task
-    assert task["task"] == "anomaly_detection"
-    signals = ("leptoquark", "h2_tautau", "zprime_ll")
-    for level in ("quantized", "firmware", "quantized_test_split"):
-        fig = task["levels"][level]
-        assert set(fig["signals"]) == set(signals)
-        for sig in fig["signals"].values():
-            assert 0.0 <= sig["auc"] <= 1.0
-            assert set(sig["efficiency"]) == {"1kHz", "10kHz"}
-    # the firmware's figures are the quantised model's on the same (bit-exact) events
-    assert task["levels"]["firmware"]["signals"] == task["levels"]["quantized"]["signals"]
-    assert report.accuracy.firmware == pytest.approx(
-        np.mean([s["auc"] for s in task["levels"]["firmware"]["signals"].values()]))
-    saved = json.loads((cfg.project_dir / "report.json").read_text())
-    assert saved["schema_version"] == 1 and saved["task"]["task"] == "anomaly_detection"
-    assert "Signal efficiency at fixed trigger rate" in (cfg.project_dir / "report.md").read_text()
-    return task
-
-
-@pytest.mark.slow
-def test_quick_autoencoder_build_is_bit_exact_and_reports_efficiency_at_rate(quick_ae_build) -> None:
-    import keras
-
-    report, cfg = quick_ae_build
-    task = _check_anomaly_report(report, cfg)
-    # the firmware is the encoder + score only: one output per event, no decoder layers
-    model = keras.models.load_model(cfg.project_dir / "model" / "model.keras", compile=False)
-    assert model.output_shape == (None, 1)
-    assert not any(layer.name.startswith(("dec_", "reconstruction")) for layer in model.layers)
-    x = np.load(cfg.project_dir / "model" / "verify_inputs.npz")
-    assert x["y_ref"].shape == (len(x["x"]), 1) and np.all(x["y_ref"] >= 0)  # a sum of squares
-    assert report.ebops is not None and report.ebops > 0
-    assert task["levels"]["quantized_test_split"]["sm_events"] > task["levels"]["firmware"]["sm_events"]
-
-
-@pytest.mark.slow
-def test_quick_conv_student_build_is_bit_exact_and_reports_agreement(quick_conv_build) -> None:
-    report, cfg = quick_conv_build
-    task = _check_anomaly_report(report, cfg)
-    agree = task["agreement"]["firmware"]
-    assert -1.0 <= agree["spearman"] <= 1.0 and agree["events"] == report.verification["emulator"].samples
-    assert task["agreement"]["quantized_test_split"]["spearman"] > 0  # the student learned something of the teacher
-    assert set(task["teacher"]["signals"]) == {"leptoquark", "h2_tautau", "zprime_ll"}
-    assert report.model["selection"]["teacher"]["model"] == "trained in this build"
-    assert "_teacher_test" not in report.model["selection"]
 
 
 def test_budget_on_signal_efficiency_at_rate() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # benchmarks/ is a top-level folder of the repository, not part of the installed fastml package
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import benchmarks.__main__ as bench_main
 from benchmarks.core import Context, Row, not_run, render_table, results_path, run_child, run_groups

@@ -10,7 +10,7 @@ from fastml.cli import main
 from fastml.errors import ConfigError
 from fastml.recipe import BuildConfig, load_config, parse_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -29,7 +29,7 @@ def config_error(path: Path) -> str:
 
 
 @pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").glob("*.yaml")
-                                        if not p.name.endswith("_scan.yaml")),  # scans: tests/test_scan.py
+                                        if not p.name.endswith("_scan.yaml")),  # scans: tests/integration/test_scan.py
                          ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path: Path) -> None:
     cfg = load_config(path)

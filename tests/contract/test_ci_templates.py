@@ -19,7 +19,7 @@ import fastml.cli
 from fastml.recipe import BudgetsConfig
 from fastml.report import Latency, Report, Resources, VerificationLevel, write_report
 
-CI = Path(__file__).resolve().parents[1] / "ci"
+CI = Path(__file__).resolve().parents[2] / "ci"
 TEMPLATES = {"gitlab": CI / "gitlab-ci.yml", "github": CI / "github-actions.yml"}
 #: `fastml <verb> ...` as a command (not `pip install fastml`, not a path like ci/fastml.yml).
 _INVOCATION = re.compile(r"(?:^|[;&|(]|\bthen|\bdo|\$\{?fastml\[@\]\}?)\s*fastml\s+([^\n;&|]*)")

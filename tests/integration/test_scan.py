@@ -22,7 +22,7 @@ import yaml
 
 from fastml.errors import ConfigError, FastmlError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, doc: dict) -> Path:
@@ -184,6 +184,7 @@ def _kill_first_point_mid_training(logs: Path, stop: threading.Event, killed: di
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_local_cluster_scan_survives_a_killed_worker_records_failures_and_resumes(
         tmp_path: Path, tiny_recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import pandas as pd
@@ -305,6 +306,7 @@ def test_front_selection_and_table_from_point_results(tmp_path: Path, tiny_recip
 # ----------------------------------------------------------------- a scheduler started separately (remote use)
 
 
+@pytest.mark.slow
 def test_scan_through_a_separately_started_scheduler(tmp_path: Path, tiny_recipe: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from fastml.cli import main

@@ -78,6 +78,7 @@ def _edit(path: Path, pattern: str, replacement: str) -> None:
     path.write_text(new)
 
 
+@pytest.mark.slow
 def test_correct_project_has_no_divergence_at_any_layer(tiny_hls_project: Path) -> None:
     diag = diagnose(tiny_hls_project)
     assert diag.not_run is None
@@ -91,6 +92,7 @@ def test_correct_project_has_no_divergence_at_any_layer(tiny_hls_project: Path) 
     assert "no divergence at any layer" in "\n".join(diag.lines())
 
 
+@pytest.mark.slow
 def test_narrowed_layer_precision_is_named_precision(tiny_hls_project: Path, tmp_path: Path) -> None:
     """A user gives dense_0's output type 4 fewer fractional bits in defines.h."""
     project = _copy(tiny_hls_project, tmp_path)
@@ -107,6 +109,7 @@ def test_narrowed_layer_precision_is_named_precision(tiny_hls_project: Path, tmp
     assert relu.status == "diverges" and relu.mismatched_events > 0
 
 
+@pytest.mark.slow
 def test_out_of_range_events_expose_a_saturating_input_type(tiny_hls_project: Path, tmp_path: Path) -> None:
     """The input type saturates where the model's input quantiser wraps: invisible on the verification
     events, found as saturation at the input when events beyond the calibrated range are fed."""
@@ -123,6 +126,7 @@ def test_out_of_range_events_expose_a_saturating_input_type(tiny_hls_project: Pa
     assert all(ly.status == "diverges" for ly in diag.layers[1:3])  # and it propagates
 
 
+@pytest.mark.slow
 def test_perturbed_table_entry_is_named_table(tiny_hls_project: Path, tmp_path: Path) -> None:
     """One entry of the tanh lookup table (the one the events use most) is changed in the project."""
     from fastml.verify.layers import keras_layer_values
@@ -146,6 +150,7 @@ def test_perturbed_table_entry_is_named_table(tiny_hls_project: Path, tmp_path: 
     assert next(ly for ly in diag.layers if ly.name == "dense_0_relu").status == "match"
 
 
+@pytest.mark.slow
 def test_plot_marks_the_first_divergent_layer(tiny_hls_project: Path) -> None:
     import matplotlib
 

@@ -14,51 +14,15 @@ from fastml._internal.keras_backend import ensure_backend
 
 ensure_backend()
 
+from tiny_rtl import CLOCK_NS, N_EVENTS, rtl_config  # noqa: E402
+
 from fastml.errors import ToolError  # noqa: E402
-from fastml.recipe import parse_config  # noqa: E402
 from fastml.verify import verify_project  # noqa: E402
-
-N_EVENTS = 3000
-CLOCK_NS = 5.0
-
-
-def tiny_trained_model(seed: int = 0):
-    """A 16 -> 8 -> 5 HGQ2 MLP trained 2 epochs on a synthetic linear task, ranges calibrated."""
-    import keras
-    from hgq.utils import trace_minmax
-
-    from fastml.models import TrainedModel
-    from fastml.models.mlp import build_mlp
-    from fastml.recipe import MLPConfig
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(4000, 16)).astype(np.float32)
-    y = (x @ rng.normal(size=(16, 5))).argmax(axis=1)
-    keras.utils.set_random_seed(seed)
-    model = build_mlp(MLPConfig(hidden=[8], beta0=1e-4), 16, 5, name="tiny")
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=2, batch_size=256, verbose=0)
-    trace_minmax(model, x, batch_size=8192)
-
-    def predict(v: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(np.asarray(v, np.float32), batch_size=8192, verbose=0))
-
-    trained = TrainedModel(kind="mlp", model=model, predict_quantized=predict, predict_float=None, n_classes=5)
-    x_test = rng.normal(size=(N_EVENTS, 16)).astype(np.float32) * 1.5  # wider than training: exercises overflow
-    return trained, x_test
-
-
-def rtl_config(**firmware):
-    fw = {"backend": "rtl", "clock_period_ns": CLOCK_NS, **firmware}
-    rtl_sim = fw.pop("rtl_sim", True)
-    return parse_config({"name": "tiny_rtl", "model": {"kind": "mlp", "mlp": {"hidden": [8]}}, "firmware": fw,
-                         "verify": {"samples": N_EVENTS, "rtl_sim": rtl_sim, "compiled_emulator": True}},
-                        "tiny_rtl.yaml")
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return tiny_trained_model()
+def trained(tiny_rtl_trained):
+    return tiny_rtl_trained
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +36,7 @@ def built(trained, tmp_path_factory):
     return project, project_dir, x
 
 
+@pytest.mark.slow
 def test_verilog_written_and_both_levels_bit_exact(built):
     project, project_dir, x = built
     assert project.backend == "rtl"
@@ -88,6 +53,7 @@ def test_verilog_written_and_both_levels_bit_exact(built):
         assert levels[level].mismatches == 0, levels[level].first_mismatch
 
 
+@pytest.mark.slow
 def test_bit_exact_check_detects_a_corrupted_simulation(built):
     """The same comparison flags a one-LSB error in a single output, so zero mismatches means something."""
     project, _, x = built
@@ -107,6 +73,7 @@ def test_bit_exact_check_detects_a_corrupted_simulation(built):
     assert levels["corrupted"].first_mismatch["sample"] == 7
 
 
+@pytest.mark.slow
 def test_latency_is_pipeline_depth_at_the_clock(built):
     project, _, _ = built
     meta = json.loads((project.path / "metadata.json").read_text())
@@ -167,6 +134,7 @@ def test_broken_verilator_fails_the_build_with_one_line(trained, monkeypatch, tm
     assert "fake verilator is broken" in (project_dir / "logs" / "verilator.log").read_text()
 
 
+@pytest.mark.slow
 def test_vhdl_flavor(trained, tmp_path):
     from fastml._internal.tools import find_ghdl
     from fastml.backends import convert
@@ -185,6 +153,7 @@ def test_vhdl_flavor(trained, tmp_path):
         assert levels["rtl_sim"].mismatches == 0
 
 
+@pytest.mark.slow
 def test_rtl_sim_off_is_reported_not_run(trained, tmp_path):
     from fastml.backends import convert
 

@@ -26,7 +26,7 @@ from fastml.synth import (
     run_synth,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "synth"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "synth"
 VITIS_2024_XML = FIXTURES / "vitis_hls_2024.1_myproject_csynth.xml"
 VIVADO_HLS_2019_XML = FIXTURES / "vivado_hls_2019.2_myproject_csynth.xml"
 UTIL_2024 = FIXTURES / "vivado_2024.1_vivado_synth.rpt"

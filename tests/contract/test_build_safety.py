@@ -23,7 +23,7 @@ from fastml._internal.guards import ResourceLimitError, check_model_size, tool_w
 from fastml._internal.project_lock import BuildLockedError, lock_path, project_lock, recover_interrupted
 from fastml.errors import ToolError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
 
 

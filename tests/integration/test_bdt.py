@@ -89,6 +89,7 @@ def test_train_bdt_margins_and_ensemble(xgb3: Any, data3: Dataset) -> None:
     json.dumps(xgb3.selection)  # goes into the report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["xilinxhls", "cpp"])
 def test_emulation_matches_reference_exactly(xgb_projects: dict[str, FirmwareProject], xgb3: Any,
                                              data3: Dataset, backend: str) -> None:
@@ -111,6 +112,7 @@ def test_emulation_matches_reference_exactly(xgb_projects: dict[str, FirmwarePro
         assert project.resources["conifer_estimate"].lut
 
 
+@pytest.mark.slow
 def test_xgboost_split_convention_on_thresholds(xgb_projects: dict[str, FirmwareProject], xgb3: Any) -> None:
     """Values exactly on a threshold go right (xgboost: ``x < t`` is left), in the reference and the firmware."""
     import xgboost as xgb
@@ -133,6 +135,7 @@ def test_xgboost_split_convention_on_thresholds(xgb_projects: dict[str, Firmware
         assert np.abs(fw - xgb3.predict_float(x)).max() <= n_trees * 2.0**-8
 
 
+@pytest.mark.slow
 def test_sklearn_binary_auto_precision(tmp: Path) -> None:
     """scikit-learn GradientBoosting ('<=' convention), two classes (one output), precision search, HLS emulation."""
     from fastml.backends.conifer.convert import convert
@@ -173,6 +176,7 @@ def test_load_xgboost_json(tmp: Path, xgb3: Any, data3: Dataset) -> None:
         train_bdt(_cfg(tmp, model={"bdt": {"load": "junk.json"}}), data3)
 
 
+@pytest.mark.slow
 def test_vhdl_project_written_and_rtl_sim_reported(tmp: Path, xgb3: Any, data3: Dataset) -> None:
     """VHDL: sources written, conifer's latency formula used; without a VHDL simulator rtl_sim says 'not run'."""
     import shutil
@@ -193,6 +197,7 @@ def test_vhdl_project_written_and_rtl_sim_reported(tmp: Path, xgb3: Any, data3: 
         assert levels["rtl_sim"].samples == 200 and levels["rtl_sim"].mismatches == 0
 
 
+@pytest.mark.slow
 def test_conifer_vhdl_yosys_counts(tmp: Path, xgb3: Any) -> None:
     """A real ghdl synth + yosys run on conifer's VHDL gives LUT/FF counts (skipped only without the tools)."""
     import shutil

@@ -22,13 +22,13 @@ needs_yosys = pytest.mark.skipif(find_yosys() is None,
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, tiny_rtl_trained):
     """A built rtl project folder (report.json, config.yaml, firmware/) for a tiny MLP; no simulation compiled."""
-    from test_rtl import rtl_config, tiny_trained_model
+    from tiny_rtl import rtl_config
 
     from fastml.backends import convert
 
-    trained, _ = tiny_trained_model()
+    trained, _ = tiny_rtl_trained
     cfg = rtl_config(rtl_sim=False)
     project_dir = tmp_path_factory.mktemp("estimate") / cfg.name
     fw_project = convert(trained, cfg, project_dir)
@@ -48,6 +48,7 @@ def estimated(project):
     return estimate_project(project_dir, run_yosys=True)
 
 
+@pytest.mark.slow
 @needs_yosys
 def test_yosys_counts_from_a_real_run(project, estimated):
     project_dir, _, _, fw_project = project
@@ -67,6 +68,7 @@ def test_yosys_counts_from_a_real_run(project, estimated):
     assert "synth_xilinx" in (project_dir / "logs" / "yosys.log").read_text()
 
 
+@pytest.mark.slow
 @needs_yosys
 def test_estimate_project_writes_both_sources_and_latency(project, estimated):
     project_dir, cfg, _, fw_project = project
@@ -93,6 +95,7 @@ def test_yosys_failure_is_a_one_line_tool_error(tmp_path):
     assert "\n" not in str(err.value) and "yosys" in str(err.value) and str(log) in str(err.value)
 
 
+@pytest.mark.slow
 def test_yosys_maps_da4ml_table_roms_to_luts(tmp_path):
     """da4ml's lookup_table.v (LUT networks, softmax) synthesises: its rom_style attribute stopped yosys 0.23's
     synth_xilinx ("no valid mapping found for memory"); fastml drops it for designs that set it, and only there."""
@@ -167,9 +170,10 @@ def test_verilog_sources_of_project(project):
     assert "fastml_model.v" in names and "shift_adder.v" in names
 
 
+@pytest.mark.slow
 @needs_yosys
 def test_vhdl_project_is_synthesised_from_its_verilog_twin(project, estimated, tmp_path):
-    from test_rtl import rtl_config
+    from tiny_rtl import rtl_config
 
     from fastml.backends import convert
     from fastml.backends.rtl.estimate import rtl_yosys_resources
