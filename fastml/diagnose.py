@@ -2,9 +2,8 @@
 
 ``diagnose(project_dir)`` runs a built project's saved verification events (``model/verify_inputs.npz``)
 through the quantised model layer by layer (the *reference*) and through the firmware with per-layer
-outputs, compares every layer exactly and classifies the first difference (``fastml.verify.layers``). Each
-backend traces its own firmware (``Backend.diagnose``); what "the firmware" is per backend, and what is
-therefore checked:
+outputs, compares every layer exactly and classifies the first difference. What "the firmware" is
+per backend, and what is therefore checked:
 
 - ``hls4ml``: the project's own C++ sources (``firmware/firmware/*.cpp``, ``defines.h``,
   ``parameters.h``, weights, generated code), copied to a scratch folder, with hls4ml's
@@ -12,7 +11,10 @@ therefore checked:
   ``build_lib.sh``. An edit a user made to the project (a precision, a rounding mode, a table) is in
   what is diagnosed. Reference per hls4ml layer: the Keras layer of the same name (``<layer>``: its
   output before a split activation, ``<layer>_<activation>``: after it, ``<layer>_iq``: its input
-  quantiser's output).
+  quantiser's output), taken at the point of the graph the firmware stores: before the next layer's
+  input quantiser where hls4ml applies that quantiser inside the next layer's DA kernel
+  (``fused_input_quantisers``), after it where hls4ml fused it into this layer's type. A project with
+  no Keras model (a QONNX graph) has its outputs compared with the build's saved ``y_ref`` only.
 - ``rtl``: da4ml's per-operation interpreter of the model re-traced from ``model/model.keras`` with
   every Keras tensor kept (``trace_model(..., dump=True)``), per layer; the project's saved logic
   (``firmware/model/pipeline.json``, what the RTL is written from) is compared at the output only
@@ -22,8 +24,15 @@ therefore checked:
   is accepted and ignored by its ``cpp`` and ``xilinxhls`` writers), so per-tree comparison is
   "not run"; the output is compared with fastml's fixed-point reference.
 
-Values are compared exactly; the worst element is described in the fixed-point type the firmware
-stores it in (``ap_fixed<W,I>``: bits, integer bits, distance in LSBs of that type).
+Each backend traces its own firmware (``Backend.diagnose``, in ``fastml/backends/<name>/diagnose.py``); the
+comparison is ``fastml.verify.layers``. Values are compared exactly, on the grid the firmware stores
+(``StoredGrid``: the layer's ``ap_fixed`` type, or da4ml's per-element (k, i, f)): a layer equal only as
+stored is "trimmed" (hls4ml and da4ml keep only the bits the consumers use). Where the consumer's own input
+quantiser reads a trimmed layer, the trimming is proven harmless (or not) by applying that quantiser to what
+is stored (``check_trimmed_readers``). The worst element is described in the fixed-point type the firmware
+stores it in (``ap_fixed<W,I>``: bits, integer bits, distance in LSBs of that type). If every output matches
+but a layer differs, the trace itself is at fault: the layer is named as inconsistent and nothing is blamed
+(``check_consistency``).
 """
 
 from __future__ import annotations
@@ -36,7 +45,16 @@ import numpy as np
 
 from .backends import backend_names, get_backend
 from .errors import FastmlError
-from .verify.layers import DIAGNOSIS_FILE, Diagnosis, FixedType, LayerDiff, classify, compare_layer, keras_layer_values
+from .verify.layers import (
+    DIAGNOSIS_FILE,
+    Diagnosis,
+    FixedType,
+    LayerDiff,
+    check_consistency,
+    classify,
+    compare_layer,
+    keras_layer_values,
+)
 
 #: Default number of saved verification events to diagnose (the trace runs one event per call).
 DEFAULT_EVENTS = 2000
@@ -67,13 +85,24 @@ def load_events(project_dir: Path, events: int | None = None, inputs: Path | Non
                           "'x')") from None
     except (KeyError, ValueError, OSError) as err:
         raise FastmlError(f"{path}: expected an .npz with key 'x' (events, features): {err}") from None
-    if x.ndim != 2 or len(x) == 0:
-        raise FastmlError(f"{path}: key 'x': expected a non-empty 2-D array (events, features), got shape {x.shape}")
+    if x.ndim < 2 or len(x) == 0:
+        # (events, features) or (events, *shape) for models on arrays (constituents, images)
+        raise FastmlError(f"{path}: key 'x': expected a non-empty array of events (events, features...), "
+                          f"got shape {x.shape}")
     if events is not None:
         if events < 1:
             raise FastmlError(f"--events: expected a positive number of events, got {events}")
         x = x[:events]
     return x
+
+
+def _saved_outputs(project_dir: Path, n: int) -> np.ndarray | None:
+    """The build's reference outputs for the first ``n`` saved verification events, if saved."""
+    try:
+        with np.load(project_dir / "model" / "verify_inputs.npz") as f:
+            return np.asarray(f["y_ref"])[:n] if "y_ref" in f.files else None
+    except (OSError, ValueError):
+        return None
 
 
 def diagnose(project_dir: str | Path, events: int | None = DEFAULT_EVENTS, x: np.ndarray | None = None,
@@ -84,12 +113,18 @@ def diagnose(project_dir: str | Path, events: int | None = DEFAULT_EVENTS, x: np
     keeps the first N. Writes ``diagnosis.json`` into the project when ``write``. A backend that cannot
     expose per-layer values sets ``not_run`` with the reason; nothing is guessed.
     """
-    project_dir = Path(project_dir)
-    if not project_dir.is_dir():
-        raise FastmlError(f"{project_dir}: expected a project folder (hls_projects/<name>/ or <name>.failed/)")
+    typed = Path(project_dir)
+    if not typed.is_dir():
+        raise FastmlError(f"{typed}: expected a project folder (hls_projects/<name>/ or <name>.failed/)")
+    # absolute from here on: the trace compiles and runs in other working directories (build_lib.sh's, the
+    # weights' folder), where a path as the user typed it (hls_projects/<name>) would name nothing
+    project_dir = typed.resolve()
     backend = _backend_of(project_dir)
+    y_saved: np.ndarray | None = None
     if x is None:
         x = load_events(project_dir, events, Path(inputs) if inputs is not None else None)
+        if inputs is None:
+            y_saved = _saved_outputs(project_dir, len(x))
     elif events is not None:
         x = np.asarray(x)[:events]
     known = backend in backend_names()
@@ -100,7 +135,8 @@ def diagnose(project_dir: str | Path, events: int | None = DEFAULT_EVENTS, x: np
     if handler is None:
         diag.not_run = f"backend {backend!r} has no per-layer diagnosis"
     else:
-        handler.diagnose(project_dir, x, diag)
+        handler.diagnose(project_dir, x, diag, y_saved)
+    check_consistency(diag)
     if write:
         diag.write(project_dir)
     return diag

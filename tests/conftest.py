@@ -8,8 +8,11 @@ groups around a session build, then the other slow tests, then the fast ones, ea
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,6 +54,33 @@ def quick_jet_build(tmp_path_factory: pytest.TempPathFactory):
     assert rc == 0
     project = out / "jet_tagger"
     return project, load_report(project)
+
+@pytest.fixture(scope="session")
+def quick_recipe_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``fastml.pipeline.build(configs/<recipe>, quick=True)``, once per recipe and overrides in the session.
+
+    Call it with the recipe's file name and nested overrides (e.g. ``train={"seed": 1}``); returns the
+    project folder. The synthesis estimate (yosys: minutes, benchmarked elsewhere) is off; everything else is the
+    recipe's own firmware, verified bit-exact at its levels (C simulation, emulator, verilator). Shared by the
+    kinds, anomaly and diagnose tests, so each shipped recipe is built once per session.
+    """
+    from fastml.pipeline import build
+    from fastml.recipe import load_config
+
+    built: dict[str, Path] = {}
+    reports: dict[str, Any] = {}  # the Report each build returned
+
+    def get(recipe: str, **overrides: Any) -> Path:
+        key = json.dumps([recipe, overrides], sort_keys=True)
+        if key not in built:
+            out = tmp_path_factory.mktemp("recipe_builds")
+            cfg = load_config(REPO / "configs" / recipe, overrides={
+                **overrides, "firmware": {"output_dir": str(out), "yosys": False, **overrides.get("firmware", {})}})
+            built[key] = cfg.project_dir
+            reports[key] = build(cfg, quick=True, progress=False, log=lambda _: None)
+        return built[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

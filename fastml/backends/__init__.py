@@ -147,8 +147,9 @@ class Backend(ABC):
         return {"da4ml_estimate": f"{NOT_RUN}: backend {self.name} is not a da4ml network",
                 "yosys": f"{NOT_RUN}: backend {self.name} has no Verilog to synthesise here"}
 
-    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
-        """Compare the project's firmware with its reference layer by layer on ``x``, filling ``diag``."""
+    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
+        """Compare the project's firmware with its reference layer by layer on ``x``, filling ``diag``; ``y_saved``
+        are the build's reference outputs for ``x`` where the events are the saved verification events."""
         diag.not_run = f"backend {self.name!r} has no per-layer diagnosis"
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:

@@ -9,7 +9,8 @@ HELP = "compare a built project's firmware with its quantised model layer by lay
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diagnose", help=HELP, description=HELP + ". Writes <project>/diagnosis.json; "
-                              "exit 1 if a layer diverges.")
+                              "exit 1 if a layer diverges, 2 if the comparison could not run (the reason is printed "
+                              "as 'not run: ...').")
     p.add_argument("target", metavar="CONFIG|PROJECT_DIR",
                    help="a project folder (hls_projects/<name>/ or <name>.failed/) or its build config YAML")
     p.add_argument("--events", type=int, default=None, metavar="N",
@@ -34,4 +35,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         diag.plot().figure.savefig(args.plot, dpi=120, bbox_inches="tight")
         print(f"  plot: {args.plot}")
-    return 1 if diag.diverges else 0
+    if diag.diverges:
+        return 1
+    return 2 if diag.not_run else 0  # a comparison that could not run must not read as "no divergence"

@@ -12,28 +12,24 @@ import numpy as np
 import pytest
 
 from fastml.recipe import load_config
+from fastml.report import load_report
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 
 @pytest.fixture(scope="session")
-def quick_ae_build(tmp_path_factory: pytest.TempPathFactory):
-    from fastml.pipeline import build
-
-    out = tmp_path_factory.mktemp("anomaly_builds")
-    # yosys off: minutes of synthesis estimate that this test does not look at (the benchmark runs it)
-    cfg = load_config(CONFIGS / "anomaly_ae.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
-    return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
+def quick_ae_build(quick_recipe_build):
+    """The shipped autoencoder recipe, built ``--quick`` once per session (shared with the diagnose tests)."""
+    project = quick_recipe_build("anomaly_ae.yaml")
+    return load_report(project), load_config(project / "config.yaml")
 
 
 @pytest.fixture(scope="session")
-def quick_conv_build(tmp_path_factory: pytest.TempPathFactory):
-    from fastml.pipeline import build
-
-    out = tmp_path_factory.mktemp("anomaly_builds")
-    cfg = load_config(CONFIGS / "calo_conv.yaml", overrides={"firmware": {"output_dir": str(out), "yosys": False}})
-    return build(cfg, quick=True, progress=False, log=lambda _: None), cfg
+def quick_conv_build(quick_recipe_build):
+    """The shipped conv-student recipe (its teacher trains inside the build), built once per session."""
+    project = quick_recipe_build("calo_conv.yaml")
+    return load_report(project), load_config(project / "config.yaml")
 
 
 def _check_anomaly_report(report, cfg) -> dict:

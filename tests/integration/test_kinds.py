@@ -44,7 +44,7 @@ def test_deepsets_through_hls4ml_is_bit_exact(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["jet_lut", "jet_deepsets", "jet_attention"])
-def test_quick_builds_of_new_kinds(recipe: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_quick_builds_of_new_kinds(recipe: str, quick_recipe_build) -> None:
     """The shipped recipe built with ``--quick``: zero mismatches at every level, RTL simulated, budgets gate it.
 
     Without yosys (``firmware.yosys: false``): after 3 epochs the particle taggers' RTL is still large (yosys
@@ -52,11 +52,12 @@ def test_quick_builds_of_new_kinds(recipe: str, tmp_path_factory: pytest.TempPat
     mapping found for memory"; the build then reports yosys "not run" with that reason).
     """
     from fastml.cli import main
-    from fastml.pipeline import build
+    from fastml.report import load_report
 
-    out = tmp_path_factory.mktemp(recipe)
-    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", {"firmware": {"output_dir": str(out), "yosys": False}})
-    report = build(cfg, quick=True, progress=False, log=lambda m: None)
+    project = quick_recipe_build(f"{recipe}.yaml")  # the session's build, shared with the diagnose tests
+    out = project.parent
+    cfg = load_config(project / "config.yaml")
+    report = load_report(project)
     assert report.status == "ok" and report.model["kind"] == cfg.model.kind
     assert set(report.verification) == {"emulator", "rtl_sim"}  # compiled_emulator is asked for, not default
     assert report.checks["bit_exact_compiled_emulator"] == "not run: verify.compiled_emulator is false"

@@ -52,7 +52,7 @@ class ConiferBackend(Backend):
             yosys_into_report(report, fw.yosys, lambda: conifer_vhdl_yosys_resources(
                 project.path, fw.part, log_path=project.path.parent / "logs" / "yosys.log"), log)
 
-    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
+    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         diag.not_run = ("conifer 1.11's emulations return only the summed scores (decision_function(trees=True) is "
                         "ignored by its cpp and xilinxhls writers), so per-tree values cannot be compared")
         diag.reference = "fixed-point reference (saved y_ref)"

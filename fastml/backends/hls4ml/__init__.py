@@ -90,8 +90,8 @@ class Hls4mlBackend(Backend):
         notes["yosys"] = f"{NOT_RUN}: hls4ml writes C++, there is no Verilog without Vitis HLS (fastml synth)"
         return notes
 
-    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
-        diagnose_hls4ml(project_dir, x, diag)
+    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
+        diagnose_hls4ml(project_dir, x, diag, y_saved)
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         want = set(stages)

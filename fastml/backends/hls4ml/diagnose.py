@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ToolError
-from ...verify.layers import Diagnosis, FixedType, compare_layer, first_divergence, keras_layer_values, load_keras
+from ...report import NOT_RUN
+from ...verify.layers import (
+    Diagnosis,
+    FixedType,
+    check_trimmed_readers,
+    compare_layer,
+    first_divergence,
+    keras_layer_values,
+    load_keras,
+)
 
 #: Scratch folder (inside the project) where the instrumented copy is compiled, one subfolder per source digest.
 TRACE_CACHE = ".diagnose"
@@ -39,6 +48,7 @@ class HlsLayer:
     type_name: str
     size: str
     end_line: int  # index of the last line of the call block (the hook goes after it)
+    call: str = ""  # the call block's text (which kernel it runs: fused_input_quantisers)
 
 
 _ARRAY_DECL = re.compile(r"^\s*([A-Za-z_]\w*)\s+([A-Za-z_]\w*)\s*\[([^\]]+)\]\s*;")
@@ -94,7 +104,8 @@ def hls_layers(cpp: str, project: str) -> tuple[list[HlsLayer], list[tuple[str, 
         if outs:
             var = outs[0]
             produced.update(outs)
-            layers.append(HlsLayer(name, calls[0][0], var, declared[var][0], declared[var][1], end))
+            layers.append(HlsLayer(name, calls[0][0], var, declared[var][0], declared[var][1], end,
+                                   "\n".join(lines[i:end + 1])))
         i = end + 1
     return layers, params
 
@@ -115,6 +126,53 @@ def instrument(cpp: str, bridge: str, layers: Sequence[HlsLayer]) -> tuple[str, 
     inserts = "".join(f'\n    nnet::trace_outputs->insert(std::pair<std::string, void *>("{ly.name}", '
                       f"(void *) malloc({ly.size} * element_size)));" for ly in layers)
     return "\n".join(lines) + "\n", bridge.replace(anchor, anchor + inserts, 1)
+
+
+#: hls4ml 1.3's name for the per-element quantised inputs that ``FuseQuantizerIntoDALayers`` writes into a DA kernel.
+_DA_QUANTISED_INPUT = "model_inp_q_"
+
+
+def _braced_block(source: str, header: str) -> str | None:
+    """The ``{...}`` block that follows the first match of regex ``header`` (which ends at its opening brace)
+    in C++ ``source``, braces balanced; None if there is none."""
+    m = re.search(header, source)
+    if m is None or not source[: m.end()].rstrip().endswith("{"):
+        return None
+    depth, start = 0, source.rindex("{", 0, m.end())
+    for k in range(start, len(source)):
+        depth += {"{": 1, "}": -1}.get(source[k], 0)
+        if depth == 0:
+            return source[start:k + 1]
+    return None
+
+
+def fused_input_quantisers(fw_src: Path, layers: Sequence[HlsLayer]) -> set[str]:
+    """Names of the layers whose DA kernel quantises its inputs itself (hls4ml's ``FuseQuantizerIntoDALayers``).
+
+    hls4ml 1.3 moves a heterogeneous input quantiser (per-element widths, pruned elements) of a
+    distributed-arithmetic Dense/Conv layer into that layer's kernel (``void dense_da_<N>(...)`` in
+    ``nnet_utils/nnet_code_gen.h``, with one ``model_inp_q_<i>`` per input): the array the producer writes
+    then holds the value before that quantiser. The kernel is named in the call (``nnet::dense_da_<N>``) or,
+    for convolutions, in the call's config struct (``configN::dense_da``, ``parameters.h``). Read from the
+    project's sources, so an edited kernel is what counts.
+    """
+    code_gen = fw_src / "nnet_utils" / "nnet_code_gen.h"
+    if not code_gen.is_file():
+        return set()
+    generated = code_gen.read_text()
+    params_h = fw_src / "parameters.h"
+    parameters = params_h.read_text() if params_h.is_file() else ""
+    found: set[str] = set()
+    for ly in layers:
+        kernels = re.findall(r"\bdense_da_(\d+)\b", ly.call)
+        for index in re.findall(r"\bconfig(\d+)\b", ly.call):
+            struct = _braced_block(parameters, rf"\bstruct\s+config{index}\b[^{{;]*\{{") or ""
+            kernels += re.findall(r"\bdense_da_(\d+)\b", struct)
+        for index in kernels:
+            body = _braced_block(generated, rf"\bvoid\s+dense_da_{index}\s*\([^)]*\)\s*\{{") or ""
+            if _DA_QUANTISED_INPUT in body:
+                found.add(ly.name)
+    return found
 
 
 def parse_typedefs(defines_h: str) -> dict[str, FixedType]:
@@ -173,10 +231,15 @@ def trace_hls4ml(fw_dir: Path, x: np.ndarray, cache: Path) -> tuple[np.ndarray, 
     body = _top_signature(cpp, project)[1]
     marker = next((k for k, ln in enumerate(cpp.splitlines()) if "insert layers" in ln), body)
     layers = [HlsLayer(params[0][1], "input", params[0][1], params[0][0], params[0][2], marker), *layers]
+    fw_dir, cache = fw_dir.resolve(), cache.resolve()
     work = cache / _sources_digest(fw_dir)[:16]
     copy = work / "firmware"
     libs = sorted((copy / "firmware").glob(f"{project}-*.so"))
-    if not (work / "complete").is_file() or not libs:
+    # build_lib.sh compiles the copy's absolute weights folder into the library (WEIGHTS_DIR): a build made
+    # before the project was moved reads weights from where it was (or exits the process if they are gone)
+    marker = f"instrumented build of the sources with this digest, in {copy}\n"
+    complete = work / "complete"
+    if not complete.is_file() or complete.read_text() != marker or not libs:
         shutil.rmtree(cache, ignore_errors=True)  # one instrumented build per project, the current one
         shutil.copytree(fw_dir, copy, ignore=shutil.ignore_patterns("*.so", "*.o", "tb_data", "*.tar.gz"))
         bridge_path = copy / f"{project}_bridge.cpp"
@@ -195,17 +258,19 @@ def trace_hls4ml(fw_dir: Path, x: np.ndarray, cache: Path) -> tuple[np.ndarray, 
         libs = sorted((copy / "firmware").glob(f"{project}-*.so"))
         if not libs:
             raise ToolError(f"build_lib.sh produced no {project}-*.so in {copy / 'firmware'} (log: {log})")
-        (work / "complete").write_text("instrumented build of the sources with this digest\n")
+        complete.write_text(marker)
     typedefs = parse_typedefs((copy / "firmware" / "defines.h").read_text())
     outputs, traces = _run_traced(libs[-1], project, x, layers, _size_of(params[1][2]), copy / "firmware")
     return outputs, traces, layers, typedefs
 
 
 def _size_of(expr: str) -> int:
-    try:
-        return int(expr)
-    except ValueError:
-        raise ToolError(f"array size {expr!r} is not a number; diagnose needs hls4ml's numeric sizes") from None
+    """An array size as hls4ml writes it: a number, or a product of numbers (``8*8`` for an (8, 8) input)."""
+    factors = [f.strip() for f in expr.split("*")]
+    if not all(f.isdigit() for f in factors):
+        raise ToolError(f"array size {expr!r} is not a number or a product of numbers; diagnose needs hls4ml's "
+                        "numeric sizes")
+    return int(np.prod([int(f) for f in factors]))
 
 
 class _TraceData(ctypes.Structure):
@@ -249,23 +314,55 @@ def _run_traced(lib_path: Path, project: str, x: np.ndarray, layers: Sequence[Hl
 _TABLE_FUNCTIONS = ("unary_lut", "softmax", "sigmoid", "tanh", "lookup", "table")
 
 
-def diagnose_hls4ml(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
+def _diagnose_hls4ml_outputs(project_dir: Path, x: np.ndarray, y_saved: np.ndarray | None, diag: Diagnosis) -> None:
+    """A project without a Keras model (a QONNX graph: model/model.onnx): no per-layer reference, so the
+    per-layer comparison is not run; the traced firmware's outputs are compared with the build's saved
+    reference outputs (``y_ref`` of model/verify_inputs.npz) where the events are the saved ones."""
+    found = ", ".join(sorted(f.name for f in (project_dir / "model").glob("*") if f.suffix != ".npz")) or "nothing"
+    diag.not_run = (f"no model/model.keras in the project (model/ holds {found}): the per-layer comparison needs "
+                    "the quantised Keras model")
+    diag.reference = "the build's saved reference outputs (model/verify_inputs.npz y_ref)"
+    if y_saved is None:
+        diag.notes.append(f"outputs {NOT_RUN}: no saved reference outputs for these events (--inputs)")
+        return
+    try:
+        x64 = np.asarray(x, np.float32).astype(np.float64).reshape(len(x), -1)  # as the build's C-simulation ran
+        y_fw = trace_hls4ml(project_dir / "firmware", x64, project_dir / TRACE_CACHE)[0]
+    except ToolError as err:
+        diag.not_run += f"; the outputs cannot be compared either: {err}"
+        return
+    y_ref = np.asarray(y_saved, np.float64).reshape(len(x), -1)
+    diag.output_mismatches = int((y_ref != y_fw).sum()) if y_ref.shape == y_fw.shape else None
+    diag.output_elements = int(y_ref.size)
+
+
+def diagnose_hls4ml(project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
+    if not (project_dir / "model" / "model.keras").is_file():
+        _diagnose_hls4ml_outputs(project_dir, x, y_saved, diag)
+        return
     model = load_keras(project_dir)
     x32 = np.asarray(x, np.float32)  # the build's C-simulation and reference both ran on float32 events
     ref = keras_layer_values(model, x32)
     y_ref = np.asarray(model.predict(x32, verbose=0, batch_size=4096), np.float64).reshape(len(x), -1)
     try:
-        y_fw, traces, layers, typedefs = trace_hls4ml(project_dir / "firmware", x32.astype(np.float64),
+        y_fw, traces, layers, typedefs = trace_hls4ml(project_dir / "firmware",
+                                                      x32.astype(np.float64).reshape(len(x32), -1),
                                                       project_dir / TRACE_CACHE)
     except ToolError as err:
         diag.not_run = str(err)
         return
     prev: np.ndarray | None = None
     traced = {ly.name for ly in layers}
+    in_kernel = fused_input_quantisers(project_dir / "firmware" / "firmware", layers)
     for ly in layers:
         is_table = any(k in ly.function.lower() for k in _TABLE_FUNCTIONS)
-        diag.layers.append(compare_layer(ly.name, ly.function, ref.for_hls_layer(ly.name, traced), traces[ly.name],
-                                         typedefs.get(ly.type_name), prev, is_table))
+        reference = ref.for_hls_layer(ly.name, traced, in_kernel)
+        ftype = typedefs.get(ly.type_name)
+        row = compare_layer(ly.name, ly.function, reference, traces[ly.name], ftype, prev, is_table)
+        readers = ref.kernel_readers(ly.name, in_kernel)
+        if row.status == "trimmed" and reference is not None and ftype is not None and readers:
+            check_trimmed_readers(row, reference, ftype, readers)
+        diag.layers.append(row)
         prev = traces[ly.name]
     diag.output_mismatches = int((y_ref != y_fw).sum()) if y_ref.shape == y_fw.shape else None
     diag.output_elements = int(y_ref.size)
@@ -273,5 +370,4 @@ def diagnose_hls4ml(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
     if missing:
         diag.notes.append(f"no Keras value to compare for {', '.join(missing)} (hls4ml-only layers)")
     first_divergence(diag)
-
 

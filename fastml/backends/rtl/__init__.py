@@ -80,7 +80,7 @@ class RtlBackend(Backend):
             notes["yosys"] = f"{NOT_RUN}: --no-yosys"
         return notes
 
-    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
+    def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         diagnose_rtl(project_dir, x, diag)
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:

@@ -17,7 +17,15 @@ import numpy as np
 
 from ..._internal.da4ml import pipeline, trace_keras
 from ...report import NOT_RUN
-from ...verify.layers import Diagnosis, compare_layer, first_divergence, keras_layer_values, load_keras
+from ...verify.layers import (
+    Diagnosis,
+    StoredGrid,
+    check_trimmed_readers,
+    compare_layer,
+    first_divergence,
+    keras_layer_values,
+    load_keras,
+)
 
 
 def _load_saved_logic(fw_dir: Path) -> Any:
@@ -37,6 +45,11 @@ def _run_logic(logic: Any, x: np.ndarray) -> np.ndarray:
     for stage in stages:
         if stage.lookup_tables is not None and len(stage.lookup_tables) == 0:
             stage = stage._replace(lookup_tables=None)  # da4ml 0.5 cannot serialise an empty table list to binary
+        if any(op.opcode != 8 and op.data >= 1 << 63 for op in stage.ops):
+            # da4ml 0.5.2 keeps some operands as unsigned 64-bit patterns (pipelined convolutions: 2**64 - 4294966654)
+            # and its to_binary stores them into an int64 (OverflowError): the same bits, as the signed value
+            stage = stage._replace(ops=[op._replace(data=op.data - (1 << 64)) if op.opcode != 8 and op.data >= 1 << 63
+                                        else op for op in stage.ops])
         out = np.asarray(stage.predict(out, n_threads=1), np.float64)
     return out.reshape(len(x), -1)
 
@@ -82,21 +95,31 @@ def diagnose_rtl(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
         flat_vars.extend(vs)
     comb = comb_trace(list(np.ravel(inp)), flat_vars)
     values = np.asarray(comb.predict(x32.astype(np.float64).reshape(len(x), -1), n_threads=1), np.float64)
+    # per element, the bits the logic keeps of each traced value: a tensor read only through a quantiser that
+    # wraps (the model's input, reshaped) enters the logic with only the bits that quantiser uses
+    kifs = np.asarray(comb.out_kifs)
+    readers = set(ref.reader_of.values())  # da4ml's trace applies every layer's input quantiser itself
     offset = 0
     for layer, size in zip(names, sizes, strict=True):
-        fw = values[:, offset:offset + size]
+        part = slice(offset, offset + size)
         offset += size
         act = getattr(layer, "activation", None)
         act_name = getattr(act, "__name__", "linear")
         key = f"{layer.name}_{act_name}" if f"{layer.name}_{act_name}" in ref.values else layer.name
-        diag.layers.append(compare_layer(layer.name, layer.__class__.__name__, ref.values.get(key), fw))
+        grid = StoredGrid.of_kif(kifs[0][part], kifs[1][part], kifs[2][part])
+        reference = ref.values.get(key)
+        row = compare_layer(layer.name, layer.__class__.__name__, reference, values[:, part], grid=grid)
+        layer_readers = ref.kernel_readers(key, readers)
+        if row.status == "trimmed" and reference is not None and layer_readers:
+            check_trimmed_readers(row, reference, grid, layer_readers)
+        diag.layers.append(row)
     y_ref = np.asarray(model.predict(x32, verbose=0, batch_size=4096), np.float64).reshape(len(x), -1)
     saved = _load_saved_logic(project_dir / "firmware")
     if saved is None:
         diag.notes.append(f"{NOT_RUN}: no firmware/model/pipeline.json or comb.json, the saved logic is unchecked")
         first_divergence(diag)
         return
-    y_fw = _run_logic(saved, x32.astype(np.float64))
+    y_fw = _run_logic(saved, x32.astype(np.float64).reshape(len(x32), -1))
     diag.output_mismatches = int((y_ref != y_fw).sum()) if y_ref.shape == y_fw.shape else None
     diag.output_elements = int(y_ref.size)
     first_divergence(diag)
@@ -117,5 +140,4 @@ def diagnose_rtl(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
             diag.hint = ("every layer of a fresh trace of model.keras matches, but the project's saved logic "
                          "(firmware/model/pipeline.json, what the RTL is written from) does not: it was edited or "
                          "built by another da4ml version; rebuild the project")
-
 
