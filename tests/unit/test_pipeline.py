@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import fake_project
 
-from fastml.backends import FirmwareProject
 from fastml.errors import VerificationError
 from fastml.models import TrainedModel
 from fastml.pipeline import staging_dir
@@ -39,21 +39,6 @@ def _fake_trained(n_classes: int = 5) -> TrainedModel:
     return TrainedModel("mlp", model=None, predict_quantized=logits, predict_float=logits, n_classes=n_classes)
 
 
-def _fake_project(path: Path, perturb: bool) -> FirmwareProject:
-    """The same fake project as tests/unit/test_verify.py's: csim perturbed at sample 7, output 3 when asked."""
-    def reference(x: np.ndarray) -> np.ndarray:
-        return np.round(x[:, :5] * 64) / 64
-
-    def firmware(x: np.ndarray) -> np.ndarray:
-        out = reference(x)
-        if perturb:
-            out[7, 3] += 1 / 64
-        return out
-
-    (path / "firmware").mkdir(parents=True, exist_ok=True)
-    return FirmwareProject("hls4ml", path / "firmware", {"csim": firmware}, reference)
-
-
 def test_mismatching_firmware_fails_build_and_keeps_last_good_project(
     tmp_path: Path, toy_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,14 +55,14 @@ def test_mismatching_firmware_fails_build_and_keeps_last_good_project(
     good.mkdir(parents=True)
     (good / "report.json").write_text('{"previous": "good"}')
 
-    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: _fake_project(d, perturb=True))
+    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: fake_project(d, perturb=True))
     with pytest.raises(VerificationError, match="csim: 1 of 1500 outputs differ"):
         build(cfg, progress=False, log=lambda m: None)
     assert (good / "report.json").read_text() == '{"previous": "good"}'
     failed = json.loads((good.parent / "toy.failed" / "report.json").read_text())
     assert failed["status"] == "failed" and failed["verification"]["csim"]["mismatches"] == 1
 
-    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: _fake_project(d, perturb=False))
+    monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: fake_project(d, perturb=False))
     report = build(cfg, progress=False, log=lambda m: None)
     assert report.status == "ok" and report.verification["csim"].mismatches == 0
     assert json.loads((good / "report.json").read_text())["status"] == "ok"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import fake_project
 
-from fastml.backends import FirmwareProject
 from fastml.errors import VerificationError
 from fastml.verify import bit_exact_mismatches, require_bit_exact, verify_project
 
@@ -29,23 +29,9 @@ def test_shape_mismatch_is_an_error() -> None:
         bit_exact_mismatches(np.zeros((4, 3)), np.zeros((4, 2)))
 
 
-def _fake_project(path: Path, perturb: bool) -> FirmwareProject:
-    def reference(x: np.ndarray) -> np.ndarray:
-        return np.round(x[:, :5] * 64) / 64
-
-    def firmware(x: np.ndarray) -> np.ndarray:
-        out = reference(x)
-        if perturb:
-            out[7, 3] += 1 / 64
-        return out
-
-    (path / "firmware").mkdir(parents=True, exist_ok=True)
-    return FirmwareProject("hls4ml", path / "firmware", {"csim": firmware}, reference)
-
-
 def test_verify_project_counts_and_require_names_sample(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(20, 16))
-    levels, _ = verify_project(_fake_project(tmp_path, perturb=True), x)
+    levels, _ = verify_project(fake_project(tmp_path, perturb=True), x)
     assert levels["csim"].mismatches == 1 and levels["csim"].samples == 20
     with pytest.raises(VerificationError, match=r"sample 7, output 3"):
         require_bit_exact(levels)
