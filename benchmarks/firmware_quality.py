@@ -73,7 +73,7 @@ def _point(ctx: Context, cfg: Any, record: dict[str, Any], front_dir: Any, data:
     from fastml.gate import PART_RESOURCES
     from fastml.models import TrainedModel
     from fastml.models.network import logits_fn as _logits_fn
-    from fastml.verify import accuracy
+    from fastml.verification import accuracy
 
     model = keras.models.load_model(front_dir / record["file"], compile=False)
     ebops = float(trace_minmax(model, data.x_train, batch_size=8192))

@@ -120,7 +120,7 @@ def evaluate_checkpoint(path: Path, data: Any) -> tuple[Any, float, np.ndarray]:
     import keras
     from hgq.utils import trace_minmax
 
-    from fastml.verify import correct_predictions
+    from fastml.verification import correct_predictions
 
     model = keras.models.load_model(path, compile=False)
     ebops = float(trace_minmax(model, data.x_train, batch_size=8192))
@@ -141,7 +141,7 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[flo
 def _firmware(ctx: Context, cfg: Any, trained: Any, data: Any, tag: str) -> dict[str, Any]:
     """da4ml RTL of the kept checkpoint: LUT/latency from da4ml's cost model, emulator accuracy on the test split."""
     from fastml.backends import rtl_backend
-    from fastml.verify import accuracy, verify_project
+    from fastml.verification import accuracy, verify_project
 
     rtl_cfg = cfg.model_copy(update={
         "firmware": cfg.firmware.model_copy(update={"backend": "rtl", "output_dir": str(ctx.workdir)}),
@@ -158,7 +158,7 @@ def _firmware(ctx: Context, cfg: Any, trained: Any, data: Any, tag: str) -> dict
 
 def _recipe_row(ctx: Context, cfg: Any, data: Any, tag: str, front_dir: Path) -> tuple[Row, dict[str, Any]]:
     from fastml.models import kind_of
-    from fastml.verify import accuracy
+    from fastml.verification import accuracy
 
     t0, c0 = time.perf_counter(), time.process_time()
     trained = kind_of(cfg).train(cfg, data, progress=False, keep_front=front_dir)

@@ -57,7 +57,7 @@ def _trained(model: Any) -> Any:
 
 
 def _measure(fn: Any, x: np.ndarray, y_ref: np.ndarray) -> dict[str, Any]:
-    from fastml.verify import bit_exact_mismatches
+    from fastml.verification import bit_exact_mismatches
 
     c0 = time.process_time()
     t0 = time.perf_counter()

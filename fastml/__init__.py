@@ -6,7 +6,8 @@ The package reads as the flow, top-down (``ARCHITECTURE.md`` has the rules)::
     data        events: read, split, scaled (``load_data``)
     models      one module per model kind; ``train`` trains or loads what the recipe names
     backends    one subpackage per firmware backend (hls4ml, rtl, conifer), found by ``get_backend``
-    verify      bit-exactness: firmware simulations against the quantised reference; ``verify.layers`` per layer
+    verification  bit-exactness: firmware simulations against the quantised reference (``fastml.verify``);
+                ``verification.layers`` compares layer by layer
     metrics     accuracy, AUC, trigger efficiency at a rate
     estimate    latency and resources from open tools (da4ml, yosys), through the backend
     report      ``report.json``: the schema every stage fills; ``report.plots``
@@ -49,8 +50,8 @@ _LAZY = {
     "train": ("fastml.pipeline", "train"),  # the model kind's training, with the backend's layer check
     "convert": ("fastml.backends", "convert"),
     "get_backend": ("fastml.backends", "get_backend"),
-    "verify": ("fastml.verify", "verify_project"),
-    "bit_exact_mismatches": ("fastml.verify", "bit_exact_mismatches"),
+    "verify": ("fastml.verification", "verify_project"),
+    "bit_exact_mismatches": ("fastml.verification", "bit_exact_mismatches"),
     "build": ("fastml.pipeline", "build"),
     "build_model": ("fastml.pipeline", "build_model"),  # an in-memory keras.Model from a notebook
     "load_report": ("fastml.report", "load_report"),

@@ -25,7 +25,7 @@ per backend, and what is therefore checked:
   "not run"; the output is compared with fastml's fixed-point reference.
 
 Each backend traces its own firmware (``Backend.diagnose``, in ``fastml/backends/<name>/diagnose.py``); the
-comparison is ``fastml.verify.layers``. Values are compared exactly, on the grid the firmware stores
+comparison is ``fastml.verification.layers``. Values are compared exactly, on the grid the firmware stores
 (``StoredGrid``: the layer's ``ap_fixed`` type, or da4ml's per-element (k, i, f)): a layer equal only as
 stored is "trimmed" (hls4ml and da4ml keep only the bits the consumers use). Where the consumer's own input
 quantiser reads a trimmed layer, the trimming is proven harmless (or not) by applying that quantiser to what
@@ -45,7 +45,7 @@ import numpy as np
 
 from .backends import backend_names, get_backend
 from .errors import FastmlError
-from .verify.layers import (
+from .verification.layers import (
     DIAGNOSIS_FILE,
     Diagnosis,
     FixedType,
@@ -143,7 +143,7 @@ def diagnose(project_dir: str | Path, events: int | None = DEFAULT_EVENTS, x: np
 
 
 #: Names this module held in fastml 0.1, now with the code that owns them (kept for one release).
-_MOVED = {**dict.fromkeys(("to_grid", "KerasValues", "load_keras", "first_divergence"), "fastml.verify.layers"),
+_MOVED = {**dict.fromkeys(("to_grid", "KerasValues", "load_keras", "first_divergence"), "fastml.verification.layers"),
           **dict.fromkeys(("TRACE_CACHE", "HlsLayer", "hls_layers", "instrument", "parse_typedefs", "trace_hls4ml"),
                           "fastml.backends.hls4ml.diagnose")}
 

@@ -41,7 +41,7 @@ from .models import TrainedModel, kind_of
 from .models import train as train_model
 from .recipe import BuildConfig, parse_config
 from .report import Report, package_versions, write_report
-from .verify import require_bit_exact, verify_project
+from .verification import require_bit_exact, verify_project
 
 
 @dataclass(frozen=True)

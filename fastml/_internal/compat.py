@@ -16,7 +16,6 @@ from types import ModuleType
 #: old module -> the module that holds its code now
 MOVED_MODULES: dict[str, str] = {
     "fastml.config": "fastml.recipe",
-    "fastml.verification": "fastml.verify",
     "fastml.trigger_metrics": "fastml.metrics",
     "fastml.plots": "fastml.report.plots",
     "fastml.byo": "fastml.pipeline",

@@ -56,13 +56,15 @@ def pydantic_error_line(path: Path | str, err: ValidationError, root: type[BaseM
     key = ".".join(str(part) for part in (*prefix, *loc)) or "<top level>"
     kind = first["type"]
     if kind == "model_kind":  # the recipe's own error: an unknown model.kind
-        return f"{path}: key '{key}.kind': {first['msg']}"
+        return one_line(f"{path}: key '{key}.kind': {first['msg']}")
     if kind == "extra_forbidden":
         parent = ".".join(str(p) for p in (*prefix, *loc[:-1]))
         where = f"in '{parent}'" if parent else "at the top level"
-        return f"{path}: unknown key '{key}' {where}; expected one of: {_section_fields(root, loc[:-1], section_at)}"
+        # one_line: a key is any YAML string, newlines included
+        return one_line(f"{path}: unknown key '{key}' {where}; expected one of: "
+                        f"{_section_fields(root, loc[:-1], section_at)}")
     if kind == "missing":
-        return f"{path}: missing required key '{key}'"
+        return one_line(f"{path}: missing required key '{key}'")
     msg = first["msg"].removeprefix("Value error, ")
     if not loc and not prefix:  # a whole-document check: its message names the keys itself
         return one_line(f"{path}: {msg}")

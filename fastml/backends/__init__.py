@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from ..models import TrainedModel
     from ..recipe import BuildConfig
-    from ..verify.layers import Diagnosis
+    from ..verification.layers import Diagnosis
 
 
 @dataclass

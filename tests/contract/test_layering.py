@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fastml.data",),
     ("fastml.recipe",),
     ("fastml.metrics", "fastml.models"),
-    ("fastml.verify",),
+    ("fastml.verification",),
     ("fastml.backends",),
     ("fastml.estimate", "fastml.diagnose", "fastml.synth", "fastml.gate", "fastml.export"),
     ("fastml.pipeline",),

@@ -18,18 +18,24 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 
+def _shared_build(quick_recipe_build, recipe: str):
+    """The session's ``--quick`` build of a shipped recipe (shared with the diagnose and kinds tests) and the recipe
+    it was built from (read from configs/, where its relative paths, e.g. the conv student's teacher, resolve)."""
+    project = quick_recipe_build(recipe)
+    cfg = load_config(CONFIGS / recipe, overrides={"firmware": {"output_dir": str(project.parent), "yosys": False}})
+    assert cfg.project_dir == project
+    return load_report(project), cfg
+
+
 @pytest.fixture(scope="session")
 def quick_ae_build(quick_recipe_build):
-    """The shipped autoencoder recipe, built ``--quick`` once per session (shared with the diagnose tests)."""
-    project = quick_recipe_build("anomaly_ae.yaml")
-    return load_report(project), load_config(project / "config.yaml")
+    return _shared_build(quick_recipe_build, "anomaly_ae.yaml")
 
 
 @pytest.fixture(scope="session")
 def quick_conv_build(quick_recipe_build):
-    """The shipped conv-student recipe (its teacher trains inside the build), built once per session."""
-    project = quick_recipe_build("calo_conv.yaml")
-    return load_report(project), load_config(project / "config.yaml")
+    """The conv student (its teacher trains inside the build)."""
+    return _shared_build(quick_recipe_build, "calo_conv.yaml")
 
 
 def _check_anomaly_report(report, cfg) -> dict:

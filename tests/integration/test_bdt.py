@@ -15,7 +15,7 @@ from fastml.data import Dataset, Scaler
 from fastml.errors import ConfigError
 from fastml.models.bdt import train_bdt
 from fastml.recipe import parse_config
-from fastml.verify import bit_exact_mismatches, verify_project
+from fastml.verification import bit_exact_mismatches, verify_project
 
 #: LSB 1/8 data: xgboost's thresholds land on the grid, so events sit exactly on thresholds.
 GRID = 8

@@ -12,7 +12,7 @@ import pytest
 
 from fastml.backends.hls4ml import csim_cache, csim_split
 from fastml.report import plots
-from fastml.verify import bit_exact_mismatches
+from fastml.verification import bit_exact_mismatches
 
 
 # ---------------------------------------------------------------- the main job, quick mode
@@ -75,7 +75,7 @@ def test_cached_hls4ml_csim_is_bit_exact(quick_jet_build) -> None:
     from fastml.models import TrainedModel
     from fastml.models.network import logits_fn
     from fastml.recipe import project_config
-    from fastml.verify import bit_exact_mismatches
+    from fastml.verification import bit_exact_mismatches
 
     project, _ = quick_jet_build
     model = keras.models.load_model(project / "model" / "model.keras", compile=False)

@@ -25,7 +25,7 @@ ensure_backend()
 
 from fastml.diagnose import diagnose  # noqa: E402
 from fastml.errors import FastmlError  # noqa: E402
-from fastml.verify.layers import (  # noqa: E402
+from fastml.verification.layers import (  # noqa: E402
     Diagnosis,
     FixedType,
     LayerDiff,
@@ -145,8 +145,8 @@ def test_out_of_range_events_expose_a_saturating_input_type(tiny_hls_project: Pa
 @pytest.mark.slow
 def test_perturbed_table_entry_is_named_table(tiny_hls_project: Path, tmp_path: Path) -> None:
     """One entry of the tanh lookup table (the one the events use most) is changed in the project."""
-    from fastml.verify.layers import keras_layer_values
-    from fastml.verify.layers import load_keras as _load_keras
+    from fastml.verification.layers import keras_layer_values
+    from fastml.verification.layers import load_keras as _load_keras
 
     project = _copy(tiny_hls_project, tmp_path)
     x = np.load(project / "model" / "verify_inputs.npz")["x"]

@@ -56,7 +56,7 @@ def test_quick_builds_of_new_kinds(recipe: str, quick_recipe_build) -> None:
 
     project = quick_recipe_build(f"{recipe}.yaml")  # the session's build, shared with the diagnose tests
     out = project.parent
-    cfg = load_config(project / "config.yaml")
+    cfg = load_config(REPO / "configs" / f"{recipe}.yaml", {"firmware": {"output_dir": str(out), "yosys": False}})
     report = load_report(project)
     assert report.status == "ok" and report.model["kind"] == cfg.model.kind
     assert set(report.verification) == {"emulator", "rtl_sim"}  # compiled_emulator is asked for, not default

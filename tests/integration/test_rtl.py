@@ -17,7 +17,7 @@ ensure_backend()
 from tiny_rtl import CLOCK_NS, N_EVENTS, rtl_config  # noqa: E402
 
 from fastml.errors import ToolError  # noqa: E402
-from fastml.verify import verify_project  # noqa: E402
+from fastml.verification import verify_project  # noqa: E402
 
 
 @pytest.fixture(scope="module")

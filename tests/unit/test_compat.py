@@ -20,14 +20,24 @@ def test_old_module_path_is_the_new_module(old: str) -> None:
 
 
 def test_moved_names_are_still_reachable_from_their_old_module() -> None:
-    from fastml import diagnose, estimate, verify
+    from fastml import diagnose, estimate, verification
     from fastml._internal import da4ml, yosys
     from fastml.backends.rtl import estimate as rtl_estimate
     from fastml.metrics import accuracy
-    from fastml.verify import layers
+    from fastml.verification import layers
 
     assert estimate.trace_keras is da4ml.trace_keras and estimate.yosys_resources is yosys.yosys_resources
     assert estimate.rtl_yosys_resources is rtl_estimate.rtl_yosys_resources
-    assert diagnose.to_grid is layers.to_grid and verify.accuracy is accuracy
+    assert diagnose.to_grid is layers.to_grid and verification.accuracy is accuracy
     with pytest.raises(AttributeError):
         _ = estimate.no_such_name
+
+
+def test_the_notebook_api_names_are_the_stage_functions() -> None:
+    """``fastml.verify(project, x)`` (README, notebooks) is the verification stage's function, not a module."""
+    import fastml
+    from fastml import verify
+    from fastml.verification import verify_project
+
+    assert fastml.verify is verify is verify_project
+    assert fastml.train.__module__ == "fastml.pipeline" and fastml.build_model.__module__ == "fastml.pipeline"

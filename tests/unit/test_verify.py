@@ -10,7 +10,7 @@ import pytest
 from fakes import fake_project
 
 from fastml.errors import VerificationError
-from fastml.verify import bit_exact_mismatches, require_bit_exact, verify_project
+from fastml.verification import bit_exact_mismatches, require_bit_exact, verify_project
 
 
 def test_bit_exact_mismatches_names_first_difference() -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ...models import TrainedModel
     from ...recipe import BuildConfig
-    from ...verify.layers import Diagnosis
+    from ...verification.layers import Diagnosis
 
 
 class ConiferBackend(Backend):

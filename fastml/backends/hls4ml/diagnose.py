@@ -24,7 +24,7 @@ import numpy as np
 
 from ...errors import ToolError
 from ...report import NOT_RUN
-from ...verify.layers import (
+from ...verification.layers import (
     Diagnosis,
     FixedType,
     check_trimmed_readers,

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..._internal.da4ml import pipeline, trace_keras
 from ...report import NOT_RUN
-from ...verify.layers import (
+from ...verification.layers import (
     Diagnosis,
     StoredGrid,
     check_trimmed_readers,

@@ -13,7 +13,7 @@ ensure_backend()
 
 from fastml.backends.rtl import emulator as compiled_emulator  # noqa: E402
 from fastml.errors import ToolError  # noqa: E402
-from fastml.verify import bit_exact_mismatches  # noqa: E402
+from fastml.verification import bit_exact_mismatches  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastml import plots
+from fastml.report import plots
 
 
 def _check_figure(fig, path: Path) -> None:

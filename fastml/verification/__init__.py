@@ -1,7 +1,7 @@
 """Verification stage: firmware simulations against the bit-exact reference.
 
 ``bit_exact_mismatches`` is the one comparison every backend's check goes through: it compares
-element by element, with no tolerance, and names the first difference. ``fastml.verify.layers`` compares
+element by element, with no tolerance, and names the first difference. ``fastml.verification.layers`` compares
 layer by layer (what ``fastml diagnose`` runs). Accuracies and AUCs live in ``fastml.metrics`` (re-exported
 here, where fastml 0.1 had them).
 """
