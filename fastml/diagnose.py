@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ._internal.compat import moved_name
 from .backends import backend_names, get_backend
 from .errors import FastmlError
 from .verification.layers import (
@@ -149,11 +150,7 @@ _MOVED = {**dict.fromkeys(("to_grid", "KerasValues", "load_keras", "first_diverg
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib  # deferred: only a caller of a moved name pays for the backend's import
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_name(__name__, _MOVED, name)
 
 
 __all__ = ["DIAGNOSIS_FILE", "Diagnosis", "FixedType", "LayerDiff", "classify", "compare_layer", "diagnose",

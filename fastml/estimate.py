@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._internal.compat import moved_name
 from .backends import FirmwareProject, get_backend
 from .recipe import project_config
 from .report import Report, load_report, write_report
@@ -71,11 +72,7 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib  # deferred: only a caller of a moved name pays for the import
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_name(__name__, _MOVED, name)
 
 
 __all__ = ["estimate_build", "estimate_project"]

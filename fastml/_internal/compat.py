@@ -12,6 +12,7 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+from typing import Any
 
 #: old module -> the module that holds its code now
 MOVED_MODULES: dict[str, str] = {
@@ -58,3 +59,11 @@ def install() -> None:
     """Put the finder on ``sys.meta_path`` once (``import fastml`` calls this)."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())
+
+
+def moved_name(module: str, moved: dict[str, str], name: str) -> Any:
+    """A module's ``__getattr__`` for names it held in fastml 0.1: ``moved`` maps each to the module that holds it
+    now (imported only when the old name is used)."""
+    if name in moved:
+        return getattr(importlib.import_module(moved[name]), name)
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
