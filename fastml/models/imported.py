@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .._internal.keras_backend import ensure_backend
 from ..errors import ConfigError
 from .base import ModelSection, TrainedModel
+from .float_edges import parse_fixed_type
 
 if TYPE_CHECKING:
     from ..recipe import BuildConfig
@@ -32,9 +33,25 @@ _PASS_THROUGH = ("InputLayer",)
 
 
 class ImportedSection(ModelSection):
-    """A model file to build as it is (``path`` relative to the recipe)."""
+    """A model file to build as it is (``path`` relative to the recipe), with its float edges made explicit.
+
+    ``input_precision``: the fixed-point type of the input quantiser fastml adds where the model takes a float
+    input (``auto``: from the training split's range); ``float_precision``: the same for a float layer inside the
+    network; ``keep_softmax``: build a final softmax/sigmoid (with tables) instead of dropping it for an
+    argmax / score task. See ``fastml.models.float_edges``.
+    """
 
     path: str = Field(min_length=1)
+    input_precision: str = "auto"
+    float_precision: str = "auto"
+    keep_softmax: bool = False
+
+    @field_validator("input_precision", "float_precision")
+    @classmethod
+    def _fixed_type_or_auto(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip().lower() != "auto":
+            parse_fixed_type(value, f"model.{info.field_name}")  # one line naming the key if malformed
+        return value
 
 
 def model_path(cfg: BuildConfig, section: ImportedSection) -> Path:
