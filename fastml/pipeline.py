@@ -40,7 +40,7 @@ from .metrics import accuracy, roc_auc_per_class
 from .models import TrainedModel, kind_of
 from .models import train as train_model
 from .recipe import BuildConfig, parse_config
-from .report import Report, package_versions, write_report
+from .report import Report, float_edges, package_versions, write_report
 from .verification import require_bit_exact, verify_project
 
 
@@ -249,6 +249,8 @@ def summary_lines(report: Report) -> list[str]:
     selection = report.model.get("selection") or {}
     if "train" in selection:  # an imported model: built as it is
         lines.append(f"  train: {selection['train']}; calibrated: {'yes' if selection.get('calibrated') else 'no'}")
+    for edge in float_edges(report):
+        lines.append(f"  float edge [{edge.get('edge')}] {edge.get('where')}: {edge.get('choice')}")
     for level, v in report.verification.items():
         lines.append(f"  bit-exact {level:8s}: {v.mismatches} mismatches on {v.samples} events "
                      f"({v.samples * (v.outputs or 1)} outputs) vs {v.reference}")

@@ -10,6 +10,11 @@ Schema version 1. Keys that other tools rely on and that will not change meaning
   vitis_hls | conifer_estimate; a count the source cannot give is ``null``
 - ``timings_s``: ``{stage: seconds}``
 
+An imported model whose float edges fastml made explicit (an input quantiser added, a final softmax dropped, a
+float layer given a fixed-point type) lists each choice in ``model.selection.float_edges`` =
+``[{where, edge: "input" | "output activation" | "float layer", choice}]``; ``accuracy.float`` is then the model
+as published and ``accuracy.quantized`` the model as built (with those choices), so their difference is the cost.
+
 Everything else (``auc``, ``ebops``, ``versions``, ``checks`` ...) is extra information, free to grow.
 
 Tasks other than classification (the model kind decides, ``ModelKind.task_metrics``) put their figures in
@@ -209,6 +214,7 @@ def render_markdown(report: Report) -> str:
                   "|---|" + "---:|" * len(classes)]
         for which, per_class in report.auc.items():
             lines.append(f"| {which} | " + " | ".join(f"{per_class[c]:.4f}" for c in classes) + " |")
+    lines += _float_edges_markdown(report)
     lines += _task_markdown(report.task)
     lines += ["", "## Latency", "", "| source | cycles | ns | II |", "|---|---:|---:|---:|"]
     for source, lat in (report.latency_by_source or {NOT_RUN: report.latency}).items():
@@ -227,6 +233,28 @@ def render_markdown(report: Report) -> str:
     lines += [f"| {k} | {v:.1f} |" for k, v in report.timings_s.items()]
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), ""]
     return "\n".join(lines)
+
+
+def float_edges(report: Report) -> list[dict[str, Any]]:
+    """The choices fastml made at the float edges of an imported model (empty for a model it trained)."""
+    edges = (report.model.get("selection") or {}).get("float_edges") or []
+    return [e for e in edges if isinstance(e, dict)]
+
+
+def _float_edges_markdown(report: Report) -> list[str]:
+    edges = float_edges(report)
+    if not edges:
+        return []
+    acc = report.accuracy
+    cost = (f"{100 * (acc.float - acc.quantized):+.2f} points (float {_fmt(acc.float, True)} as published, "
+            f"{_fmt(acc.quantized, True)} as built)" if acc.float is not None and acc.quantized is not None
+            else NOT_RUN)
+    lines = ["", "## Float edges made explicit", "",
+             "The published model computes these in floating point; the firmware (and the reference it is "
+             f"verified against) uses the choices below. Accuracy cost of all of them together: {cost}.", "",
+             "| where | edge | choice |", "|---|---|---|"]
+    lines += [f"| {e.get('where')} | {e.get('edge')} | {e.get('choice')} |" for e in edges]
+    return lines
 
 
 def _task_markdown(task: dict[str, Any]) -> list[str]:
