@@ -31,6 +31,7 @@ def all_groups() -> dict[str, Group]:
     from .firmware_quality import quality_group
     from .keras_backend import keras_group
     from .model_kinds import kinds_group
+    from .peer_models import peer_group
     from .scan_speed import scan_group
     from .training_quality import training_group
     from .verify_throughput import verify_group
@@ -38,7 +39,7 @@ def all_groups() -> dict[str, Group]:
     return {"build": build_group, "verify": verify_group, "csim_compile": compile_group, "memory": memory_group,
             "quality": quality_group, "keras_backend": keras_group, "scan": scan_group, "training": training_group,
             "kinds": kinds_group,
-            "byo": byo_group}
+            "byo": byo_group, "peer_models": peer_group}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the benchmarks, print the table, write the JSON results")
     r.add_argument("--quick", action="store_true", help="small models and few epochs (< 3 min on 2 cores)")
     r.add_argument("--only", nargs="+", metavar="GROUP", help="run only these groups (build verify "
-                   "csim_compile memory quality keras_backend scan training kinds byo); verify and csim_compile need "
-                   "build; byo's hand-written row runs in FASTML_QKERAS_PYTHON (default /tmp/venv-qkeras/bin/python)")
+                   "csim_compile memory quality keras_backend scan training kinds byo peer_models); verify and "
+                   "csim_compile need build; byo's hand-written row runs in "
+                   "FASTML_QKERAS_PYTHON (default /tmp/venv-qkeras/bin/python)")
     r.add_argument("--tf-python", "--python", dest="tf_python",
                    help="interpreter with tensorflow+keras+hgq2 for the TensorFlow row (default: this one)")
     r.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")

@@ -1,0 +1,126 @@
+"""Models from the field: every recipe of the peer corpus (``../shared/peer-models/``) through ``fastml build``.
+
+Each recipe runs as a user runs it, ``fastml build <recipe> --quick --no-progress`` in a child process (``--quick``
+only shortens training; an imported model is built as it is and verified on at least 1 000 events). The
+outcome is read from the exit code, the error line and the project's ``report.json``: built bit-exact (levels,
+samples, mismatches, float vs as-built accuracy, the float edges fastml made explicit) or refused (the one
+line fastml printed). ``python -m benchmarks run --only peer_models`` writes the table the README's "Models
+from the field" comes from; ``tests/integration/test_peer_models.py`` asserts each outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core import REPO_ROOT, Context, Row, not_run, run_child
+
+_STAGE_LOG = re.compile(r"^\[[\w.]+\] ")
+#: The corpus, beside the project (CI has it; a clone elsewhere may not).
+PEER_DIR = REPO_ROOT.parent / "shared" / "peer-models"
+
+
+def corpus_recipes(peer_dir: Path = PEER_DIR) -> list[Path]:
+    """Every recipe of the corpus (``<folder>/recipe*.yaml``), in a stable order."""
+    return sorted(peer_dir.glob("*/recipe*.yaml"))
+
+
+def recipe_id(recipe: Path) -> str:
+    """``<folder>/<recipe file>``: how tests and tables name a corpus recipe."""
+    return f"{recipe.parent.name}/{recipe.name}"
+
+
+@dataclass
+class PeerOutcome:
+    """What ``fastml build`` did with one corpus recipe."""
+
+    recipe: str
+    returncode: int
+    wall_s: float
+    stderr: str
+    report: dict[str, Any] | None = None
+    levels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def built(self) -> bool:
+        return self.returncode == 0 and self.report is not None
+
+    @property
+    def error_lines(self) -> list[str]:
+        """What fastml printed on stderr besides its stage log (``[stage] ...``) and third-party warnings."""
+        return [ln for ln in self.stderr.splitlines()
+                if ln.strip() and not _STAGE_LOG.match(ln) and "warning" not in ln.lower()]
+
+    @property
+    def message(self) -> str:
+        lines = self.error_lines
+        return lines[-1].strip() if lines else ""
+
+    def accuracy(self, which: str) -> float | None:
+        return ((self.report or {}).get("accuracy") or {}).get(which)
+
+    @property
+    def float_edges(self) -> list[dict[str, Any]]:
+        return list((((self.report or {}).get("model") or {}).get("selection") or {}).get("float_edges") or [])
+
+
+def run_recipe(recipe: Path, output_dir: Path, timeout_s: float = 1800, quick: bool = True) -> PeerOutcome:
+    """``fastml build <recipe>`` in a child process, its project under ``output_dir``."""
+    cmd = [sys.executable, "-m", "fastml", "build", str(recipe), "--no-progress", "--output-dir", str(output_dir)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    child = run_child(cmd + (["--quick"] if quick else []), cwd=REPO_ROOT, env=env, timeout_s=timeout_s)
+    outcome = PeerOutcome(recipe_id(recipe), child.returncode, child.wall_s, child.stderr)
+    reports = sorted(output_dir.glob("*/report.json"))
+    if child.returncode == 0 and reports:
+        outcome.report = json.loads(reports[0].read_text())
+        outcome.levels = {level: {"samples": int(v["samples"]), "mismatches": int(v["mismatches"])}
+                          for level, v in (outcome.report.get("verification") or {}).items()}
+    return outcome
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+def outcome_cell(o: PeerOutcome) -> str:
+    """The table's outcome: bit-exact levels with samples, or the refusal's line."""
+    if o.built:
+        levels = ", ".join(f"{level} {v['mismatches']}/{v['samples']}" for level, v in o.levels.items())
+        return f"built, bit-exact ({levels} mismatches/events)"
+    return f"refused: {o.message}" if o.returncode == 2 else f"FAILED (exit {o.returncode}): {o.message}"
+
+
+def markdown_table(outcomes: list[PeerOutcome], sources: dict[str, str] | None = None) -> str:
+    """The README's "Models from the field" table."""
+    lines = ["| recipe | source | kind | outcome | float → as built | build (s) |", "|---|---|---|---|---|---:|"]
+    for o in outcomes:
+        kind = ((o.report or {}).get("model") or {}).get("kind", "—")
+        acc = (f"{_pct(o.accuracy('float'))} → {_pct(o.accuracy('quantized'))}" if o.float_edges
+               else "no float edge")
+        lines.append(f"| `{o.recipe}` | {(sources or {}).get(o.recipe.split('/')[0], '')} | {kind} | "
+                     f"{outcome_cell(o)} | {acc if o.built else '—'} | {o.wall_s:.0f} |")
+    return "\n".join(lines)
+
+
+def peer_group(ctx: Context) -> list[Row]:
+    """One row per corpus recipe: outcome, levels, float/as-built accuracy, wall time of the whole build."""
+    recipes = corpus_recipes()
+    if not recipes:
+        return [not_run("peer_models", "corpus", f"{PEER_DIR} is absent")]
+    rows = []
+    for recipe in recipes:
+        out = ctx.workdir / "peer" / recipe_id(recipe).replace("/", "__")
+        o = run_recipe(recipe, out)
+        ctx.log(f"peer {o.recipe}: {outcome_cell(o)} ({o.wall_s:.0f} s)")
+        mismatches = sum(v["mismatches"] for v in o.levels.values()) if o.built else None
+        rows.append(Row("peer_models", o.recipe, {
+            "outcome": "built" if o.built else ("refused" if o.returncode == 2 else f"failed ({o.returncode})"),
+            "levels": ",".join(o.levels) or None, "mismatches": mismatches,
+            "float_acc": o.accuracy("float"), "built_acc": o.accuracy("quantized"),
+            "float_edges": len(o.float_edges), "wall_s": round(o.wall_s, 1)}, note=outcome_cell(o)))
+    return rows
