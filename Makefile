@@ -7,7 +7,7 @@ build:
 
 # Two pytest-xdist workers (the CI machine has 2 cores); tests sharing a session build run on one worker
 # (xdist_group marks, tests/conftest.py), the slow ones first. `pytest tests` alone still runs serially.
-PYTEST_XDIST = -n 2 --dist loadgroup --no-loadscope-reorder
+PYTEST_XDIST = -n 2 --dist loadgroup --no-loadscope-reorder --durations=30
 
 test:
 	bash scripts/bootstrap.sh
