@@ -7,6 +7,13 @@ qonnx's own execution (``execute_onnx``, the reference the firmware must reprodu
 
 Only the hls4ml backend takes ONNX (da4ml traces Keras models). ``Quant`` rounds with ``ROUND`` (half to
 even) and power-of-two scales map to fixed point; any other scale or rounding mode is refused by name.
+
+Files as the QONNX model zoo publishes them: the clean-up runs before any check (it rewrites the legacy
+``finn.custom_op.general`` / ``onnx.brevitas`` domains). A graph without any ``Quant`` (a float export),
+``MultiThreshold`` nodes and float ``BatchNormalization`` are refused by node: hls4ml cannot build them to
+match qonnx's float32 arithmetic. The float edges become explicit (``fastml.models.float_edges``): an input
+no ``Quant`` reads gets a real ``Quant`` node of ``model.input_precision``, a final ``Softmax`` is dropped;
+each choice is in ``selection["float_edges"]``, ``predict_float`` runs the graph as published.
 """
 
 from __future__ import annotations
