@@ -7,10 +7,18 @@ qonnx's own execution (``execute_onnx``, the reference the firmware must reprodu
 
 Only the hls4ml backend takes ONNX (da4ml traces Keras models). ``Quant`` rounds with ``ROUND`` (half to
 even) and power-of-two scales map to fixed point; any other scale or rounding mode is refused by name.
+
+Files as the QONNX model zoo publishes them: the clean-up runs before any check (it rewrites the legacy
+``finn.custom_op.general`` / ``onnx.brevitas`` domains). A graph without any ``Quant`` (a float export),
+``MultiThreshold`` nodes and float ``BatchNormalization`` are refused by node: hls4ml cannot build them to
+match qonnx's float32 arithmetic. The float edges become explicit (``fastml.models.float_edges``): an input
+no ``Quant`` reads gets a real ``Quant`` node of ``model.input_precision``, a final ``Softmax`` is dropped;
+each choice is in ``selection["float_edges"]``, ``predict_float`` runs the graph as published.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -18,6 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import ModelKind, TrainedModel
+from .float_edges import FloatEdge, resolve_precision
 from .imported import ImportedSection, check_model_file, check_outputs, loaded_model, model_path, sniff_not_a_model
 
 if TYPE_CHECKING:
@@ -103,7 +112,12 @@ class QONNXGraph:
 
 
 def load_qonnx(path: Path) -> Any:
-    """The cleaned ``ModelWrapper`` of ``path``; ``ConfigError`` naming the file if it is not a QONNX model."""
+    """The cleaned ``ModelWrapper`` of ``path``; ``ConfigError`` naming the file if it is not a QONNX model.
+
+    qonnx's clean-up runs first (it rewrites the legacy ``finn.custom_op.general`` / ``onnx.brevitas`` domains
+    of model-zoo files), and only the cleaned graph is checked: the raw file of a zoo model fails
+    ``onnx.checker`` (no opset import for its legacy domain) although qonnx and hls4ml read it.
+    """
     why = sniff_not_a_model(path, _EXPECTED)
     if why:
         raise ConfigError(why)
@@ -113,10 +127,8 @@ def load_qonnx(path: Path) -> Any:
 
     try:
         proto = onnx.load(str(path))
-        onnx.checker.check_model(proto)
-    except Exception as err:  # protobuf DecodeError, onnx ValidationError: a truncated or foreign file
-        why = " ".join(str(err).split())[:160] or type(err).__name__
-        raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__}: {why}); "
+    except Exception as err:  # protobuf DecodeError: a truncated or foreign file
+        raise ConfigError(f"{path}: not a readable ONNX model ({type(err).__name__}: {_words(err)}); "
                           f"expected {_EXPECTED}") from None
     # exporters such as Brevitas (torch.onnx) also list every initializer as a graph input (pre-IR-4 style);
     # those are weights, not inputs the event feeds: drop them so graph.input[0] is the event
@@ -128,18 +140,48 @@ def load_qonnx(path: Path) -> Any:
     if len(proto.graph.input) != 1 or len(proto.graph.output) != 1:
         raise ConfigError(f"{path}: the graph has {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
                           "outputs; expected one input (the event) and one output (the class scores)")
-    for node in proto.graph.node:
+    try:
+        with warnings.catch_warnings():
+            # qonnx's notes on the domains it rewrote and on GemmToMatMul's opset: nothing a user can act on
+            warnings.simplefilter("ignore", UserWarning)
+            wrapper = clean(ModelWrapper(proto))
+    except Exception as err:  # qonnx transforms assert on graphs they cannot handle
+        raise ConfigError(f"{path}: qonnx cannot clean this graph ({type(err).__name__}: {_words(err)}); "
+                          f"expected {_EXPECTED}") from None
+    _check_cleaned(wrapper, path)
+    for node in wrapper.graph.node:
         if node.op_type == "Quant":
             mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
             if mode != "ROUND":
                 raise ConfigError(f"{path}: node {node.name!r} (Quant) rounds with {mode!r}; fastml imports ROUND "
                                   "(half to even), which hls4ml reproduces exactly")
+    return wrapper
+
+
+def _words(err: BaseException, limit: int = 160) -> str:
+    """A third-party message on one line, cut at a word boundary."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _check_cleaned(wrapper: Any, path: Path) -> None:
+    """``onnx.checker`` on the cleaned graph. qonnx's own ops live in domains a zoo file may not import (qonnx
+    executes them by domain name), so those imports are added first; the clean-up moved the weights out of the
+    graph inputs, which IR versions before 4 require, so the version is raised to 4 where it is lower."""
+    import onnx
+
+    model = wrapper.model
+    imported = {o.domain for o in model.opset_import}
+    for domain in sorted({n.domain for n in model.graph.node} - imported - {""}):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    model.ir_version = max(model.ir_version, 4)
     try:
-        return clean(ModelWrapper(proto))
-    except Exception as err:  # qonnx transforms assert on graphs they cannot handle
-        why = " ".join(str(err).split())[:160] or type(err).__name__
-        raise ConfigError(f"{path}: qonnx cannot clean this graph ({type(err).__name__}: {why}); "
-                          f"expected {_EXPECTED}") from None
+        onnx.checker.check_model(model)
+    except Exception as err:  # onnx ValidationError: a malformed graph
+        raise ConfigError(f"{path}: not a valid ONNX graph after qonnx's clean-up ({type(err).__name__}: "
+                          f"{_words(err)}); expected {_EXPECTED}") from None
 
 
 def _check_power_of_two_scales(wrapper: Any, where: str) -> None:
@@ -156,6 +198,126 @@ def _check_power_of_two_scales(wrapper: Any, where: str) -> None:
             raise ConfigError(f"{where}: node {node.name!r} (Quant) has scale {np.asarray(scale).ravel()[:3]} and "
                               f"zero point {np.asarray(zeropt).ravel()[:3]}: not fixed point (expected power-of-two "
                               "scales and zero point 0), so no firmware reproduces it exactly")
+
+
+#: Ops that make a graph quantised: without one, the graph is float throughout.
+_QUANTISERS = ("Quant", "BipolarQuant")
+#: The name of the input quantiser fastml adds (kept out of qonnx's ``Quant_<n>`` names).
+INPUT_QUANT = "fastml_input_quant"
+
+
+def check_quantised_graph(wrapper: Any, where: str) -> None:
+    """One-line ``ConfigError`` for a graph fastml cannot build exactly: no quantiser at all (a float export),
+    a scale that is not a power of two, thresholds, or a float BatchNormalization, each named."""
+    nodes = list(wrapper.graph.node)
+    if not any(n.op_type in _QUANTISERS for n in nodes):
+        ops = sorted({n.op_type for n in nodes})
+        raise ConfigError(f"{where}: the graph has no Quant node (ops: {', '.join(ops[:8])}): a float model, which "
+                          "no firmware reproduces exactly; export it with quantisers (QONNX from Brevitas or "
+                          "QKeras), or bring the float model as model.kind: keras with quantize: true")
+    _check_power_of_two_scales(wrapper, where)
+    for node in nodes:
+        if node.op_type == "MultiThreshold":
+            raise ConfigError(f"{where}: node {node.name!r} (MultiThreshold) is a threshold activation, which "
+                              "hls4ml's QONNX front end does not build; expected the graph as exported (Quant "
+                              "nodes) before FINN's streamlining turned them into thresholds")
+        if node.op_type == "BatchNormalization":
+            gamma, var = (wrapper.get_initializer(node.input[i]) for i in (1, 4))
+            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            factor = ("" if gamma is None or var is None else
+                      f" (scale gamma/sqrt(var+eps) = {float(np.ravel(gamma)[0] / np.sqrt(np.ravel(var)[0] + eps)):.6g}"
+                      ", ...)")
+            raise ConfigError(f"{where}: node {node.name!r} (BatchNormalization) is a float affine{factor} that qonnx "
+                              "computes in float32 and hls4ml's front end with rounded fixed-point constants, so "
+                              "the firmware would not reproduce it bit for bit; expected it folded into the weights "
+                              "and quantisers before export")
+
+
+def flatten_input(wrapper: Any, data_shape: tuple[int, ...]) -> bool:
+    """Let a flat event feed a graph whose first op flattens its input (``Reshape`` to (batch, -1) or
+    ``Flatten``): the graph then takes the flat shape and the op goes (the same numbers, as ONNX orders
+    them row-major). True if the graph was changed."""
+    inp = wrapper.graph.input[0].name
+    shape = tuple(wrapper.get_tensor_shape(inp)[1:])
+    consumers = wrapper.find_consumers(inp) or []
+    if len(data_shape) != 1 or len(shape) < 2 or int(np.prod(shape)) != data_shape[0] or len(consumers) != 1:
+        return False
+    node = consumers[0]
+    if node.op_type == "Reshape":
+        target = wrapper.get_initializer(node.input[1])
+        flat = target is not None and len(target) == 2 and target[1] in (-1, data_shape[0])
+    else:
+        flat = node.op_type == "Flatten" and next((a.i for a in node.attribute if a.name == "axis"), 1) == 1
+    if not flat:
+        return False
+    # the flattened tensor's readers read the input itself, which is now flat
+    for reader in wrapper.find_consumers(node.output[0]) or []:
+        for i, name in enumerate(reader.input):
+            if name == node.output[0]:
+                reader.input[i] = inp
+    wrapper.graph.node.remove(node)
+    wrapper.set_tensor_shape(inp, [1, data_shape[0]])
+    return True
+
+
+def add_float_edges(wrapper: Any, section: QONNXSection, x_train: np.ndarray, where: str
+                    ) -> tuple[Any, list[dict[str, Any]]]:
+    """A copy of ``wrapper`` with its float edges made explicit, and each choice (``FloatEdge.as_dict()``).
+
+    An input no ``Quant`` reads gets one (``model.input_precision``; ROUND, as every Quant fastml builds), a real
+    node, so qonnx's execution (the reference) and hls4ml's front end see the same quantiser. A final
+    ``Softmax`` is dropped (the argmax is unchanged) unless ``model.keep_softmax``: qonnx computes it in float,
+    hls4ml with tables, so no reference could include it exactly and the build is refused instead.
+    """
+    import copy
+
+    from onnx import TensorProto, helper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    model = copy.deepcopy(wrapper)
+    edges: list[dict[str, Any]] = []
+    out = model.graph.output[0].name
+    last = model.find_producer(out)
+    if last is not None and last.op_type == "Softmax":
+        if section.keep_softmax:
+            raise ConfigError(f"{where}: node {last.name!r} (Softmax) with model.keep_softmax: true: qonnx computes "
+                              "the softmax in float, hls4ml with lookup tables, so the reference cannot include "
+                              "the tables and no build is bit-exact; set keep_softmax: false (drops it, the argmax "
+                              "is unchanged)")
+        logits = last.input[0]
+        producer = model.find_producer(logits)
+        if producer is None or len(model.find_consumers(logits) or []) != 1:
+            raise ConfigError(f"{where}: node {last.name!r} (Softmax) reads {logits!r}, which the graph also uses "
+                              "elsewhere; expected a final Softmax on the last layer's output alone")
+        producer.output[:] = [out if name == logits else name for name in producer.output]
+        model.graph.node.remove(last)
+        for info in list(model.graph.value_info):
+            if info.name == logits:
+                model.graph.value_info.remove(info)
+        edges.append(FloatEdge(where=last.name, edge="output activation",
+                               choice="Softmax dropped (argmax unchanged; model.keep_softmax: false)").as_dict())
+    inp = model.graph.input[0].name
+    readers = model.find_consumers(inp) or []
+    if readers and not all(r.op_type in _QUANTISERS and r.input[0] == inp for r in readers):
+        chosen, how = resolve_precision(section.input_precision, x_train, "model.input_precision")
+        quantised = f"{inp}_quantised"
+        consts = {"scale": np.float32(chosen.step), "zeropt": np.float32(0.0), "bitwidth": np.float32(chosen.width)}
+        for key, value in consts.items():
+            model.set_initializer(f"{INPUT_QUANT}_{key}", np.asarray(value, np.float32))
+        node = helper.make_node("Quant", [inp, *(f"{INPUT_QUANT}_{k}" for k in consts)], [quantised],
+                                name=INPUT_QUANT, domain="qonnx.custom_op.general", signed=chosen.k, narrow=0,
+                                rounding_mode="ROUND")
+        for reader in readers:
+            reader.input[:] = [quantised if name == inp else name for name in reader.input]
+        model.graph.node.insert(0, node)
+        model.graph.value_info.append(helper.make_tensor_value_info(quantised, TensorProto.FLOAT,
+                                                                    model.get_tensor_shape(inp)))
+        edges.append(FloatEdge(where=readers[0].name, edge="input",
+                               choice=f"{chosen} ({how}): Quant node {INPUT_QUANT!r} added on the float input, "
+                                      "rounding half to even").as_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return model.transform(InferShapes()), edges
 
 
 class QONNXModel(ModelKind):
@@ -177,16 +339,26 @@ class QONNXModel(ModelKind):
     def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
               ) -> TrainedModel:
         path = model_path(cfg, self.section)
-        wrapper = load_qonnx(path)
-        graph = QONNXGraph(wrapper, path)
-        if tuple(graph.input_shape[1:]) != tuple(data.input_shape):
-            raise ConfigError(f"{path}: the model takes inputs of shape {tuple(graph.input_shape[1:])} per event, the "
-                              f"data has {tuple(data.input_shape)}; expected the same shape")
-        check_outputs(tuple(graph.output_shape[1:]), data.n_classes, str(path))
-        _check_power_of_two_scales(wrapper, str(path))
-        return loaded_model(self.name, graph, path, lambda x: execute(wrapper, x), data.n_classes, calibrated=False,
-                            extra={"imported_from": "QONNX (qonnx clean-up, hls4ml's QONNX front end)",
-                                   "reference": "qonnx execute_onnx"})
+        where = str(path)
+        published = load_qonnx(path)
+        # what no firmware can reproduce is refused first, before the data's shape is compared
+        check_quantised_graph(published, where)  # float graph, scales, thresholds, BatchNormalization
+        shape = tuple(published.get_tensor_shape(published.graph.input[0].name)[1:])
+        if shape != tuple(data.input_shape) and not flatten_input(published, tuple(data.input_shape)):
+            raise ConfigError(f"{path}: the model takes inputs of shape {shape} per event, the data has "
+                              f"{tuple(data.input_shape)}; expected the same shape (or the flat shape where the "
+                              "graph's first op flattens its input)")
+        built, edges = add_float_edges(published, self.section, data.x_train, where)
+        graph = QONNXGraph(built, path)
+        check_outputs(tuple(graph.output_shape[1:]), data.n_classes, where)
+        trained = loaded_model(self.name, graph, path, lambda x: execute(built, x), data.n_classes, calibrated=False,
+                               extra={"imported_from": "QONNX (qonnx clean-up, hls4ml's QONNX front end)",
+                                      "reference": "qonnx execute_onnx" + (" with the added quantisers" if edges
+                                                                             else ""),
+                                      "float_edges": edges})
+        # the graph as published (float input, its softmax): the float model the report compares against
+        trained.predict_float = (lambda x: execute(published, x)) if edges else None
+        return trained
 
     def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
         """The cleaned graph as built (``model.onnx``) and the file as given (``source_model.onnx``)."""
