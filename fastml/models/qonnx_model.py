@@ -260,14 +260,16 @@ def flatten_input(wrapper: Any, data_shape: tuple[int, ...]) -> bool:
     return True
 
 
-def add_float_edges(wrapper: Any, section: QONNXSection, x_train: np.ndarray, where: str
-                    ) -> tuple[Any, list[dict[str, Any]]]:
+def add_float_edges(wrapper: Any, section: QONNXSection, x_train: np.ndarray, where: str,
+                    quantise_input: bool = True) -> tuple[Any, list[dict[str, Any]]]:
     """A copy of ``wrapper`` with its float edges made explicit, and each choice (``FloatEdge.as_dict()``).
 
     An input no ``Quant`` reads gets one (``model.input_precision``; ROUND, as every Quant fastml builds), a real
     node, so qonnx's execution (the reference) and hls4ml's front end see the same quantiser. A final
     ``Softmax`` is dropped (the argmax is unchanged) unless ``model.keep_softmax``: qonnx computes it in float,
     hls4ml with tables, so no reference could include it exactly and the build is refused instead.
+    ``quantise_input=False``: only the softmax is dropped (the float twin the report compares against, so that
+    float and as-built scores differ by the quantisers alone, per-class AUC included).
     """
     import copy
 
@@ -298,7 +300,7 @@ def add_float_edges(wrapper: Any, section: QONNXSection, x_train: np.ndarray, wh
                                choice="Softmax dropped (argmax unchanged; model.keep_softmax: false)").as_dict())
     inp = model.graph.input[0].name
     readers = model.find_consumers(inp) or []
-    if readers and not all(r.op_type in _QUANTISERS and r.input[0] == inp for r in readers):
+    if quantise_input and readers and not all(r.op_type in _QUANTISERS and r.input[0] == inp for r in readers):
         chosen, how = resolve_precision(section.input_precision, x_train, "model.input_precision")
         quantised = f"{inp}_quantised"
         consts = {"scale": np.float32(chosen.step), "zeropt": np.float32(0.0), "bitwidth": np.float32(chosen.width)}
@@ -356,8 +358,9 @@ class QONNXModel(ModelKind):
                                       "reference": "qonnx execute_onnx" + (" with the added quantisers" if edges
                                                                              else ""),
                                       "float_edges": edges})
-        # the graph as published (float input, its softmax): the float model the report compares against
-        trained.predict_float = (lambda x: execute(published, x)) if edges else None
+        # the graph as published (float input), less the dropped softmax: the float model the report compares with
+        float_twin = add_float_edges(published, self.section, data.x_train, where, quantise_input=False)[0]
+        trained.predict_float = (lambda x: execute(float_twin, x)) if edges else None
         return trained
 
     def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
