@@ -24,8 +24,10 @@ EXPECTED: dict[str, str | None] = {
     "bdt_cms_l1_hgcal_multiclass/recipe.yaml": None,
     "bdt_cms_l1_trackquality/recipe.yaml": None,
     "bdt_cms_l1_trackquality/recipe_onnx.yaml": None,
-    "brevitas_tfc_2w2a/recipe.yaml": None,
-    "brevitas_tfc_2w2a/recipe_image.yaml": None,
+    # float BatchNormalization: qonnx (the reference) computes it in float32, hls4ml with rounded fixed-point
+    # constants; an exact build would need per-channel thresholds, which hls4ml cannot build
+    "brevitas_tfc_2w2a/recipe.yaml": r"BatchNormalization_0.*float",
+    "brevitas_tfc_2w2a/recipe_image.yaml": r"BatchNormalization_0.*float",
     # per-tensor float scales (27.77, 0.088...): no fixed-point firmware computes them exactly
     "brevitas_unsw_nb15/recipe.yaml": r"Quant_0.*not .*power of two|not fixed point",
     "float_keras_3layer/recipe.yaml": None,
