@@ -18,7 +18,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import ModelKind, TrainedModel
-from .imported import ImportedSection, check_model_file, check_outputs, loaded_model, model_path, sniff_not_a_model
+from .imported import (
+    ImportedSection,
+    check_input_shape,
+    check_model_file,
+    check_outputs,
+    loaded_model,
+    model_path,
+    sniff_not_a_model,
+)
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -179,9 +187,7 @@ class QONNXModel(ModelKind):
         path = model_path(cfg, self.section)
         wrapper = load_qonnx(path)
         graph = QONNXGraph(wrapper, path)
-        if tuple(graph.input_shape[1:]) != tuple(data.input_shape):
-            raise ConfigError(f"{path}: the model takes inputs of shape {tuple(graph.input_shape[1:])} per event, the "
-                              f"data has {tuple(data.input_shape)}; expected the same shape")
+        check_input_shape(tuple(graph.input_shape[1:]), data.input_shape, str(path))
         check_outputs(tuple(graph.output_shape[1:]), data.n_classes, str(path))
         _check_power_of_two_scales(wrapper, str(path))
         return loaded_model(self.name, graph, path, lambda x: execute(wrapper, x), data.n_classes, calibrated=False,
