@@ -9,7 +9,8 @@
 ``jets``, ``constituents``, ``anomaly``, ``published``, ``fetch``: the readers and generators
 =============  ==========================================================================
 
-Inputs are per-event features (events, features), particle lists (events, particles, features) or images;
+Inputs are per-event features (events, features), particle lists (events, particles, features), images, or
+any other per-event shape a user's file holds (images with channels, sequences: the model's input shape decides);
 ``input_layout(source)`` tells which a source gives without reading a user's file, so a recipe whose
 model does not fit its data can be rejected at ``fastml validate`` time.
 """

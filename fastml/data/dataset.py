@@ -17,12 +17,27 @@ def padding_mask(x: np.ndarray) -> np.ndarray:
     return np.all(x == 0, axis=-1)
 
 
+def _masks_padding(x: np.ndarray) -> bool:
+    """Events of rank 2 (particles, features) / (time steps, features) / (rows, columns) have padding rows."""
+    return x.ndim == 3
+
+
 @dataclass(frozen=True)
 class Scaler:
-    """Per-feature affine map ``(x - offset) / scale`` applied before the model's input quantiser.
+    """Affine map ``(x - offset) / scale`` applied before the model's input quantiser.
 
-    On particle data (x of shape (events, particles, features)) it acts on the last axis and keeps
-    padded particles (all features 0) exactly 0, so a Deep Set can still tell padding from particles.
+    Which values share statistics depends on the rank of one event:
+
+    - (features,): one offset/scale per feature, over the events;
+    - (positions, features) (particles, time steps, the calorimeter image's rows): per feature (the last axis),
+      over the events and their non-padded positions; a padded position (every feature 0) stays exactly 0, so a
+      Deep Set can still tell padding from particles;
+    - rank 3 and more (images with channels (C, H, W) or (H, W, C), ...): one offset and one scale for every value
+      (``offset``/``scale`` hold one entry). Which axis holds the channels is not known from the array alone
+      (channels first or last), and a convolution needs the same map at every position; for per-channel scaling
+      scale the file yourself and set ``data.scaling: none``.
+
+    ``kind`` ``none`` is the identity (offset 0, scale 1): values pass through unchanged.
     """
 
     offset: np.ndarray
@@ -30,7 +45,7 @@ class Scaler:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = ((x - self.offset) / self.scale).astype(np.float32)
-        if x.ndim > 2:
+        if _masks_padding(x):
             out[padding_mask(x)] = 0.0
         return out
 
@@ -43,14 +58,16 @@ class Scaler:
 
     @classmethod
     def fit(cls, x: np.ndarray, kind: str) -> Scaler:
-        """Mean/std per feature (last axis); on particle data over real (non-padded) particles only."""
-        n = x.shape[-1]
+        """Mean/std per feature (last axis), or of all values for events of rank 3 and more (see the class)."""
+        n = x.shape[-1] if x.ndim <= 3 else 1
         if kind == "none":
             return cls(np.zeros(n), np.ones(n))
-        if x.ndim > 2:
+        if _masks_padding(x):
             x = x[~padding_mask(x)]  # (real particles, features): padding would drag means to 0
-            if x.shape[0] == 0:
-                return cls(np.zeros(n), np.ones(n))
+        elif x.ndim > 3:
+            x = x.reshape(-1, 1)  # every value of every event: one statistic
+        if x.shape[0] == 0:
+            return cls(np.zeros(n), np.ones(n))
         std = x.std(axis=0, dtype=np.float64)
         return cls(x.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
 
@@ -77,7 +94,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one model input: (features,) or (particles, features)."""
+        """Shape of one model input: (features,), (particles, features), or e.g. (1, 28, 28) for an image."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     @property

@@ -97,7 +97,8 @@ def _h5_strings(values: Any) -> tuple[str, ...] | None:
 
 
 def _read_arrays(path: Path, x_key: str, y_key: str, n_particles: int | None = None) -> Table:
-    """User data as arrays in .npz or HDF5: x (events, features), or (events, particles, features)."""
+    """User data as arrays in .npz or HDF5: x (events, features), (events, particles, features) with
+    ``n_particles``, or any other per-event shape (images (events, C, H, W) or (events, H, W, C), sequences)."""
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in (x_key, y_key) if k not in f.files]
@@ -118,9 +119,14 @@ def _read_arrays(path: Path, x_key: str, y_key: str, n_particles: int | None = N
             x, y = f[x_key][()], f[y_key][()]
             names = _h5_strings(f.attrs.get("feature_names", ()))
             classes = _h5_strings(f.attrs.get("class_names", ()))
-    if n_particles is None and x.ndim != 2:
-        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features); "
-                        "for (events, particles, features) set data.n_particles")
+    # any per-event shape is read as it is (features, particles, images with channels first or last, sequences):
+    # the model's input shape decides what fits (checked when the model is built or loaded)
+    if x.ndim < 2:
+        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, expected (events, features) or (events, ...) with "
+                        "one array per event, e.g. (events, 1, 28, 28) for images")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{path}: {x_key!r} has shape {x.shape}, an event of no values; expected at least one "
+                        "value per event on every axis")
     if n_particles is not None:
         if x.ndim != 3:
             raise DataError(f"{path}: data.n_particles needs {x_key!r} of shape (events, particles, features), "
@@ -140,6 +146,9 @@ def _read_arrays(path: Path, x_key: str, y_key: str, n_particles: int | None = N
     y = y.astype(np.int64)
     if len(y) == 0:
         raise DataError(f"{path}: no events in {x_key!r} (expected at least one row)")
+    if names and len(names) != x.shape[-1]:
+        raise DataError(f"{path}: feature_names has {len(names)} names, {x_key!r} has shape {x.shape}; expected "
+                        f"one name per entry of its last axis ({x.shape[-1]})")
     names = names or tuple(f"x{i}" for i in range(x.shape[-1]))
     classes = classes or tuple(str(c) for c in range(int(y.max()) + 1))
     return Table(x.astype(np.float32), y, names, classes, {"source": str(path)})

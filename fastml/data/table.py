@@ -34,9 +34,11 @@ JET_CLASSES: tuple[str, ...] = ("g", "q", "W", "Z", "t")
 class Table:
     """Features and integer labels of one data source, not yet split or scaled.
 
-    Guarantees: ``x`` is float32 of shape (n, len(feature_names)) for per-event features, or
-    (n, particles, len(feature_names)) for particle data (features on the last axis; a padded particle
-    has every feature exactly 0); ``y`` is int64 of shape (n,) with values in ``range(len(class_names))``
+    Guarantees: ``x`` is float32 of shape (n, *event_shape) with at least one axis per event, the last of
+    ``len(feature_names)`` entries: (n, features) per-event features, (n, particles, features) particle data (a
+    padded particle has every feature exactly 0), (n, rows, columns) an image, or any other per-event shape a
+    user's file holds (images with channels (n, C, H, W) / (n, H, W, C), sequences (n, T, F)); the model's input
+    shape decides which fits. ``y`` is int64 of shape (n,) with values in ``range(len(class_names))``
     (classification) — or float targets when ``class_names`` is empty (regression / autoencoder use).
     """
 
@@ -47,15 +49,15 @@ class Table:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.x.ndim not in (2, 3) or self.x.shape[-1] != len(self.feature_names):
+        if self.x.ndim < 2 or self.x.shape[-1] != len(self.feature_names):
             raise ValueError(
                 f"x has shape {self.x.shape}, expected (n, {len(self.feature_names)}) "
-                f"or (n, particles, {len(self.feature_names)})"
+                f"or (n, ..., {len(self.feature_names)}) (the feature names name the last axis)"
             )
         if self.y.shape[0] != self.x.shape[0]:
             raise ValueError(f"y has {self.y.shape[0]} rows, x has {self.x.shape[0]}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one event: (features,) or (particles, features)."""
+        """Shape of one event: (features,), (particles, features), or whatever the source holds, e.g. (1, 28, 28)."""
         return tuple(int(d) for d in self.x.shape[1:])

@@ -100,8 +100,13 @@ class ModelKind(metaclass=_KindRegistry):
     def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
         """Why data of ``input_shape`` per event (and ``n_classes``, None if unknown) does not fit, or None."""
         if self.layout == "features" and len(input_shape) != 1:
-            return (f"model.kind {self.name!r} takes one feature vector per event, but the data has events of "
-                    f"shape {input_shape} (a particle list: use a particle model such as deepsets or attention)")
+            if len(input_shape) == 2:
+                hint = "a particle list: use a particle model such as deepsets or attention"
+            else:  # an image with channels, or any other array per event a user's file holds
+                hint = (f"an array per event: write x flat as (events, {int(np.prod(input_shape))}), or import a "
+                        f"model that takes {input_shape} (model.kind keras or qonnx)")
+            return (f"model.kind {self.name!r} takes one feature vector (features,) per event, but the data has "
+                    f"events of shape {input_shape} ({hint})")
         if self.layout == "particles" and len(input_shape) != 2:
             return (f"model.kind {self.name!r} takes a list of particles per event (particles, features), but the "
                     f"data has events of shape {input_shape} (use data.source builtin:jets_constituents or "

@@ -159,11 +159,33 @@ def check_io(model: Any, input_shape: tuple[int, ...], n_classes: int, where: st
     if len(inputs) != 1 or len(outputs) != 1:
         raise ConfigError(f"{where}: the model has {len(inputs)} inputs and {len(outputs)} outputs; "
                           "expected one input (the event) and one output (the class scores)")
-    model_in = tuple(inputs[0].shape[1:])
-    if model_in != tuple(input_shape):
-        raise ConfigError(f"{where}: the model takes inputs of shape {_shape(model_in)} per event, the data has "
-                          f"{_shape(input_shape)}; expected the same shape")
+    check_input_shape(tuple(inputs[0].shape[1:]), input_shape, where)
     check_outputs(tuple(outputs[0].shape[1:]), n_classes, where)
+
+
+def check_input_shape(model_in: tuple[Any, ...], data_in: tuple[int, ...], where: str) -> None:
+    """One-line ``ConfigError`` naming both shapes unless one event of the data has exactly the model's input shape.
+
+    The model's shape decides: the data is never reshaped or transposed behind the user's back (a (28, 28, 1)
+    image fed to a (1, 28, 28) input would be the same values, a (32, 32, 3) one a silently scrambled image). When
+    the values per event are as many as the model takes, the line says which numpy call writes the file right.
+    """
+    model_in, data_in = tuple(model_in), tuple(int(d) for d in data_in)
+    if model_in == data_in:
+        return
+    hint = ""
+    if all(isinstance(d, int) for d in model_in) and int(np.prod(model_in)) == int(np.prod(data_in)):
+        target = "(events, " + ", ".join(str(d) for d in model_in) + ")"
+        if sorted(model_in) == sorted(data_in) and len(model_in) > 1 and _squeezed(model_in) != _squeezed(data_in):
+            hint = f"; the same axes in another order (channels first vs last?): np.transpose x to {target}"
+        else:
+            hint = f"; the same {int(np.prod(data_in))} values per event: np.reshape x to {target} in the file"
+    raise ConfigError(f"{where}: the model takes inputs of shape {_shape(model_in)} per event, the data has "
+                      f"{_shape(data_in)}; expected the same shape{hint}")
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def check_outputs(model_out: tuple[Any, ...], n_classes: int, where: str) -> None:
@@ -229,5 +251,5 @@ def as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
-__all__ = ["ImportedSection", "check_activations", "check_io", "check_model_file",
+__all__ = ["ImportedSection", "check_activations", "check_input_shape", "check_io", "check_model_file",
            "check_quantised", "load_keras_file", "loaded_model", "model_path"]

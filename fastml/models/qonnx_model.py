@@ -27,7 +27,15 @@ import numpy as np
 from ..errors import ConfigError
 from .base import ModelKind, TrainedModel
 from .float_edges import FloatEdge, resolve_precision
-from .imported import ImportedSection, check_model_file, check_outputs, loaded_model, model_path, sniff_not_a_model
+from .imported import (
+    ImportedSection,
+    check_input_shape,
+    check_model_file,
+    check_outputs,
+    loaded_model,
+    model_path,
+    sniff_not_a_model,
+)
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -347,9 +355,7 @@ class QONNXModel(ModelKind):
         check_quantised_graph(published, where)  # float graph, scales, thresholds, BatchNormalization
         shape = tuple(published.get_tensor_shape(published.graph.input[0].name)[1:])
         if shape != tuple(data.input_shape) and not flatten_input(published, tuple(data.input_shape)):
-            raise ConfigError(f"{path}: the model takes inputs of shape {shape} per event, the data has "
-                              f"{tuple(data.input_shape)}; expected the same shape (or the flat shape where the "
-                              "graph's first op flattens its input)")
+            check_input_shape(shape, tuple(data.input_shape), where)  # one line naming both shapes
         built, edges = add_float_edges(published, self.section, data.x_train, where)
         graph = QONNXGraph(built, path)
         check_outputs(tuple(graph.output_shape[1:]), data.n_classes, where)

@@ -366,8 +366,8 @@ def test_user_arrays_with_particles(tmp_path: Path) -> None:
     np.savez(tmp_path / "p.npz", x=t.x, y=t.y)
     got = read_source("p.npz", tmp_path, n_particles=4)
     np.testing.assert_array_equal(got.x, t.x[:, :4])
-    with pytest.raises(DataError, match=r"set data\.n_particles"):
-        read_source("p.npz", tmp_path)
+    # without data.n_particles the file is read as it is (every particle): any per-event shape is, the model decides
+    np.testing.assert_array_equal(read_source("p.npz", tmp_path).x, t.x)
     with pytest.raises(DataError, match=r"expected 1\.\.10.*got 11"):
         read_source("p.npz", tmp_path, n_particles=11)
 
