@@ -11,8 +11,8 @@ network from HGQ2 layers with fixed (non-trainable) quantisers that compute what
   -> unsigned ``k=0, i=integer, f``, ``RND_CONV``, ``SAT`` (a negative input rounds/saturates to 0, as ReLU).
 - ``QDense`` / ``QConv1D`` / ``QConv2D``: weights quantised here exactly as QKeras does at inference, kept
   in HGQ2 layers whose weight quantisers hold those values exactly; no input quantiser (the preceding
-  ``QActivation`` is one). QKeras sums in float32: the import checks that every sum is exact there
-  (fewer than 24 significant bits), so HGQ2 (also float32) and the firmware (exact fixed point) agree.
+  ``QActivation`` is one). QKeras sums in float32: the import checks that every sum is exact there (at most
+  24 significant bits, float32's significand), so HGQ2 (also float32) and the firmware (exact fixed point) agree.
 - ``QDenseBatchnorm`` / ``QConv2DBatchnorm`` (batch norm folded in training): at inference QKeras quantises the
   folded kernel ``gamma / sqrt(var + eps) * kernel`` with the kernel quantiser and the folded bias
   ``inv * (bias - mean) + beta`` with the bias quantiser, in float32; fastml computes the same for every
@@ -22,13 +22,20 @@ network from HGQ2 layers with fixed (non-trainable) quantisers that compute what
   when QKeras's float32 ``x * inv + (beta - mean * inv)`` is exact (``inv`` a power of two, quantized_bits or no
   parameter quantisers); otherwise refused saying why (``fold_standalone_batchnorm``).
 - ``QActivation`` -> an HGQ2 ``Quantizer`` layer; ``Flatten``, ``Reshape``, ``Dropout``, ``MaxPooling``,
-  ``ReLU`` pass through.
+  ``ReLU`` pass through; ``GlobalAveragePooling1D`` over a power-of-two number of steps -> HGQ2's (a shift).
+- The float edges (``fastml.models.float_edges``), made explicit and recorded (``selection["float_edges"]``): a
+  float model input gets an input quantiser (``model.input_precision``, ``auto``: 16 bits, integer bits from the
+  training split's range); a float ``Dense`` inside gets fixed-point weights (``model.float_precision``, ``auto``:
+  from the weights' range); ``auto`` gives up fraction bits where HGQ2's float32 sums would otherwise round. A
+  final softmax / sigmoid is dropped (the firmware outputs logits). The reference is the model with exactly these
+  quantisers; the model as published is the report's float model.
 
 Refused with one line naming the layer and the quantiser (never approximated): ``alpha`` other than 1
 (``"auto"``, ``"auto_po2"``, or no alpha on a kernel quantiser, which QKeras turns into ``auto_po2``),
 stochastic rounding, ``qnoise_factor`` below 1, po2/binary/ternary quantisers, a ``QBatchNormalization`` that
-cannot be folded exactly (QKeras computes it in float32), float layers with weights, a float (unquantised) model input,
-float activations other than ReLU (e.g. a final softmax), branching graphs.
+cannot be folded exactly (QKeras computes it in float32), float layers with weights other than ``Dense``, float
+activations other than ReLU inside the network, ``model.keep_softmax: true`` (not built for QKeras models yet),
+branching graphs.
 
 Backend: hls4ml only. QKeras rounds half to even; da4ml 0.5 (the rtl backend) rounds only by truncation
 or half up, so its RTL could not reproduce QKeras on ties.
@@ -548,8 +555,9 @@ def _output_activation(cls: str, c: dict[str, Any]) -> str | None:
 def _drop_output_activation(edges: EdgePolicy, name: str, act: str, where: str) -> None:
     """A final softmax / sigmoid: dropped (recorded), or refused where ``keep_softmax`` asks for it."""
     if edges.keep_softmax and not edges.as_published:
-        raise ConfigError(f"{where}: layer {name!r}: model.keep_softmax: true is not supported for QKeras models yet "
-                          f"(a final {act} built with tables); expected keep_softmax: false, which builds the logits")
+        raise ConfigError(f"{where}: layer {name!r}: model.keep_softmax: true is not built for QKeras models yet (a "
+                          f"final {act} as lookup tables whose float32 reference matches hls4ml's is not verified); "
+                          "expected keep_softmax: false, which builds the logits (same argmax, same cuts)")
     what = ("the class with the largest logit is the class with the largest probability" if act == "softmax" else
             "a cut on the logit is a cut on the sigmoid")
     edges.edges.append(FloatEdge(name, "output activation",
