@@ -36,4 +36,4 @@ def test_qkeras_3layer_with_float_edges_builds_bit_exact_and_reports_them(tmp_pa
     assert [(e["where"], e["edge"]) for e in edges] == [("input_1", "input"), ("softmax", "output activation")]
     assert edges[0]["choice"].startswith("input quantiser ap_fixed<") and "auto: training range" in edges[0]["choice"]
     # the published (float-input) model's accuracy next to the as-built one: the cost of the choices
-    assert report.accuracy["float"] is not None and report.accuracy["quantized"] == report.accuracy["firmware"]
+    assert report.accuracy.float is not None and report.accuracy.quantized == report.accuracy.firmware
