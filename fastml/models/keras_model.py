@@ -128,10 +128,24 @@ def rebuild(float_model: Any, quantised: bool, scopes: list[Any] | None = None) 
         model = clone_all()
     for old, new in mapped.values():
         for attr in _WEIGHT_NAMES:
-            src, dst = getattr(old, attr, None), getattr(new, attr, None)
+            src, dst = getattr(old, attr, None), _variable(new, attr)
             if src is not None and dst is not None:
                 dst.assign(np.asarray(src))
     return model
+
+
+def _variable(layer: Any, attr: str) -> Any:
+    """The variable holding weight ``attr`` of an HGQ2 layer: HGQ2 0.2's ``QBatchNormalization`` keeps gamma and
+    beta as ``bn_gamma`` / ``bn_beta`` (its ``.beta`` is a computed array, its ``.gamma`` raises), so the
+    ``bn_`` name comes first; None when the layer has no such variable (e.g. ``center=False``)."""
+    for name in (f"bn_{attr}", attr):
+        try:
+            found = getattr(layer, name, None)
+        except AttributeError:
+            continue
+        if found is not None and hasattr(found, "assign"):
+            return found
+    return None
 
 
 class KerasModel(NetworkKind):

@@ -11,8 +11,8 @@ network from HGQ2 layers with fixed (non-trainable) quantisers that compute what
   -> unsigned ``k=0, i=integer, f``, ``RND_CONV``, ``SAT`` (a negative input rounds/saturates to 0, as ReLU).
 - ``QDense`` / ``QConv1D`` / ``QConv2D``: weights quantised here exactly as QKeras does at inference, kept
   in HGQ2 layers whose weight quantisers hold those values exactly; no input quantiser (the preceding
-  ``QActivation`` is one). QKeras sums in float32: the import checks that every sum is exact there
-  (fewer than 24 significant bits), so HGQ2 (also float32) and the firmware (exact fixed point) agree.
+  ``QActivation`` is one). QKeras sums in float32: the import checks that every sum is exact there (at most
+  24 significant bits, float32's significand), so HGQ2 (also float32) and the firmware (exact fixed point) agree.
 - ``QDenseBatchnorm`` / ``QConv2DBatchnorm`` (batch norm folded in training): at inference QKeras quantises the
   folded kernel ``gamma / sqrt(var + eps) * kernel`` with the kernel quantiser and the folded bias
   ``inv * (bias - mean) + beta`` with the bias quantiser, in float32; fastml computes the same for every
@@ -22,13 +22,20 @@ network from HGQ2 layers with fixed (non-trainable) quantisers that compute what
   when QKeras's float32 ``x * inv + (beta - mean * inv)`` is exact (``inv`` a power of two, quantized_bits or no
   parameter quantisers); otherwise refused saying why (``fold_standalone_batchnorm``).
 - ``QActivation`` -> an HGQ2 ``Quantizer`` layer; ``Flatten``, ``Reshape``, ``Dropout``, ``MaxPooling``,
-  ``ReLU`` pass through.
+  ``ReLU`` pass through; ``GlobalAveragePooling1D`` over a power-of-two number of steps -> HGQ2's (a shift).
+- The float edges (``fastml.models.float_edges``), made explicit and recorded (``selection["float_edges"]``): a
+  float model input gets an input quantiser (``model.input_precision``, ``auto``: 16 bits, integer bits from the
+  training split's range); a float ``Dense`` inside gets fixed-point weights (``model.float_precision``, ``auto``:
+  from the weights' range); ``auto`` gives up fraction bits where HGQ2's float32 sums would otherwise round. A
+  final softmax / sigmoid is dropped (the firmware outputs logits). The reference is the model with exactly these
+  quantisers; the model as published is the report's float model.
 
 Refused with one line naming the layer and the quantiser (never approximated): ``alpha`` other than 1
 (``"auto"``, ``"auto_po2"``, or no alpha on a kernel quantiser, which QKeras turns into ``auto_po2``),
 stochastic rounding, ``qnoise_factor`` below 1, po2/binary/ternary quantisers, a ``QBatchNormalization`` that
-cannot be folded exactly (QKeras computes it in float32), float layers with weights, a float (unquantised) model input,
-float activations other than ReLU (e.g. a final softmax), branching graphs.
+cannot be folded exactly (QKeras computes it in float32), float layers with weights other than ``Dense``, float
+activations other than ReLU inside the network, ``model.keep_softmax: true`` (not built for QKeras models yet),
+branching graphs.
 
 Backend: hls4ml only. QKeras rounds half to even; da4ml 0.5 (the rtl backend) rounds only by truncation
 or half up, so its RTL could not reproduce QKeras on ties.
@@ -39,7 +46,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -48,6 +55,7 @@ import numpy as np
 from .._internal.keras_backend import ensure_backend
 from ..errors import ConfigError
 from .base import ModelKind, TrainedModel
+from .float_edges import FixedType, FloatEdge, resolve_precision
 from .imported import (
     ImportedSection,
     check_io,
@@ -62,8 +70,9 @@ if TYPE_CHECKING:
     from ..data import Dataset
     from ..recipe import BuildConfig
 
-#: float32 carries 24 significant bits; an exact sum must stay below this many (one spare for the sign).
-_FLOAT32_EXACT_BITS = 23
+#: float32's significand holds 24 bits (23 stored, one implicit; the sign is a separate bit): every sum whose
+#: magnitude is at most 2^24 steps of its grid is exact, whatever the order of the additions.
+_FLOAT32_EXACT_BITS = 24
 _EXPECTED = "a QKeras model saved by Keras 2 with model.save('name.h5')"
 
 
@@ -129,6 +138,9 @@ def _quantizer_spec(spec: Any) -> tuple[str, dict[str, Any]]:
         if isinstance(call, ast.Name):
             return call.id, {}
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
+            nested = _nested_bits(call)
+            if nested is not None:
+                return nested
             try:
                 args = [ast.literal_eval(a) for a in call.args]
                 kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
@@ -138,6 +150,28 @@ def _quantizer_spec(spec: Any) -> tuple[str, dict[str, Any]]:
                      "quantized_relu": ("bits", "integer", "use_sigmoid", "negative_slope")}.get(call.func.id, ())
             return call.func.id, {**dict(zip(names, args, strict=False)), **kwargs}
     return repr(spec)[:60], {}
+
+
+def _nested_bits(call: ast.Call) -> tuple[str, dict[str, Any]] | None:
+    """``quantized_relu(quantized_bits(8, 0, alpha=1), 0)``: a string some exporters write (l1-jet-id's
+    ``format_qactivation(activation, nbits)`` handed the already formatted ``quantized_bits(...)`` string as
+    ``nbits``). Its author meant ``quantized_relu(8, 0)``: the inner quantiser's bit count, with the same integer
+    bits. Read so when the inner call is a plain ``quantized_bits(bits, integer, alpha=1)`` whose integer bits
+    equal the outer ones; anything else is left for ``parse_quantizer`` to refuse (``_nested_refusal``)."""
+    if call.func.id != "quantized_relu" or not call.args or not isinstance(call.args[0], ast.Call):  # type: ignore[attr-defined]
+        return None
+    inner_name, inner = _quantizer_spec(ast.unparse(call.args[0]))
+    try:
+        outer_integer = ast.literal_eval(call.args[1]) if len(call.args) > 1 else 0
+        extra = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except ValueError:
+        outer_integer, extra = None, {}
+    outer_integer = extra.pop("integer", outer_integer)
+    written = ast.unparse(call)
+    if (inner_name != "quantized_bits" or inner.get("alpha", 1) not in (1, 1.0, None) or extra
+            or not isinstance(inner.get("bits"), int) or inner.get("integer", 0) != outer_integer):
+        return "quantized_relu", {"_nested_refusal": written}
+    return "quantized_relu", {"bits": inner["bits"], "integer": outer_integer, "_nested_from": written}
 
 
 def parse_quantizer(spec: Any, where: str, layer: str, role: str) -> FixedQ:
@@ -164,6 +198,10 @@ def parse_quantizer(spec: Any, where: str, layer: str, role: str) -> FixedQ:
         f = bits - keep_negative - integer
         return FixedQ(keep_negative, integer, f, "SAT_SYM" if c.get("symmetric") and keep_negative else "SAT")
     if name == "quantized_relu":
+        if "_nested_refusal" in c:
+            raise _refuse(where, layer, f"{role} {c['_nested_refusal']!r}", "nests a quantiser in quantized_relu in a "
+                          "way fastml cannot read as quantized_relu(bits, integer); expected quantized_relu(bits, "
+                          "integer), or quantized_bits(bits, integer, alpha=1) inside with the same integer bits")
         if c.get("use_sigmoid") or float(c.get("negative_slope", 0.0)) != 0.0:
             raise _refuse(where, layer, shown, "uses a sigmoid or a negative slope; fastml imports plain "
                           "quantized_relu(bits, integer)")
@@ -255,8 +293,13 @@ class _Range:
     quantised: bool
 
 
+def _sum_bits(acc: _Range) -> int:
+    """Significant bits of the worst-case sum's magnitude: steps of 2^-f up to the bound (the sign apart)."""
+    return math.ceil(math.log2(acc.bound * 2.0 ** acc.f + 1))
+
+
 def _exact_sum_check(where: str, layer: str, acc: _Range) -> None:
-    bits = math.ceil(math.log2(acc.bound * 2.0 ** acc.f + 1)) + 1  # steps of 2^-f up to the bound, and a sign
+    bits = _sum_bits(acc)
     if bits > _FLOAT32_EXACT_BITS:
         raise ConfigError(f"{where}: layer {layer!r}: QKeras sums this layer in float32, but its sums need {bits} "
                           f"significant bits (more than float32's exact {_FLOAT32_EXACT_BITS}), so QKeras's outputs "
@@ -412,35 +455,161 @@ def fold_standalone_batchnorm(where: str, name: str, c: dict[str, Any], w: list[
     return folded_kernel.astype(np.float32), folded_bias.astype(np.float32)
 
 
-def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], where: str) -> tuple[Any, list[str]]:
-    """The HGQ2 model computing what the QKeras model computes, and a log of what each layer became."""
+@dataclass
+class EdgePolicy:
+    """How ``rebuild_hgq`` treats a published model's float edges (``fastml.models.float_edges``).
+
+    ``input_precision`` / ``float_precision``: ``auto`` or a fixed-point type (the recipe's keys); ``auto`` reads
+    ``x_train`` (the training split) for the input. ``keep_softmax``: build a final softmax instead of dropping it.
+    ``as_published``: build the float edges as float instead (the model as its author ran it, the report's float
+    model; never a bit-exact reference). ``edges`` collects every choice made (``FloatEdge``), in model order.
+    """
+
+    input_precision: str = "auto"
+    float_precision: str = "auto"
+    keep_softmax: bool = False
+    x_train: np.ndarray | None = None
+    as_published: bool = False
+    edges: list[FloatEdge] = field(default_factory=list)
+
+
+#: Final activations a score or argmax does not need: monotonic, so the decision on the logit is the same.
+_OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+def _accumulator(state: _Range, kernel: np.ndarray, bias: np.ndarray | None, f_w: int, f_b: int | None) -> _Range:
+    """The sums of a weighted layer: products on the grid 2^-(f_in + f_w), bias on 2^-f_b; worst-case magnitude."""
+    per_output = np.abs(kernel.astype(np.float64)).reshape(-1, kernel.shape[-1]).sum(axis=0) * state.bound
+    if bias is not None:
+        per_output = per_output + np.abs(bias.astype(np.float64))
+    return _Range(max(state.f + f_w, f_b if f_b is not None else 0), float(per_output.max(initial=0.0)), False)
+
+
+def _choose_input(edges: EdgePolicy, input_name: str, layer: str, kernel: np.ndarray, bias: np.ndarray | None,
+                  kq: FixedQ, bq: FixedQ | None, where: str) -> FixedType:
+    """The input quantiser's type: the recipe's, or ``auto`` from the training split, with fraction bits cut (and
+    said) where the first layer's float32 sums would otherwise be inexact (HGQ2 sums in float32)."""
+    if edges.x_train is None and str(edges.input_precision).strip().lower() == "auto":
+        raise ConfigError(f"{where}: model.input_precision: auto needs the training data; give a fixed-point type")
+    values = edges.x_train if edges.x_train is not None else np.zeros(1)
+    chosen, how = resolve_precision(edges.input_precision, values, "model.input_precision")
+    auto = how.startswith("auto")
+    first = chosen
+    while True:
+        acc = _accumulator(_Range(chosen.f, 2.0 ** chosen.i, True), kernel, bias, kq.f, bq.f if bq else None)
+        if _sum_bits(acc) <= _FLOAT32_EXACT_BITS:
+            break
+        if not auto or chosen.f <= 0:
+            raise ConfigError(f"{where}: model.input_precision {str(chosen)!r}: layer {layer!r} then sums values "
+                              f"needing {_sum_bits(acc)} significant bits, more than float32's exact "
+                              f"{_FLOAT32_EXACT_BITS} (HGQ2 computes the reference in float32); expected a type with "
+                              "fewer fraction bits")
+        chosen = FixedType(chosen.k, chosen.i, chosen.f - 1)
+    if chosen != first:
+        how += f"; {first.f - chosen.f} fraction bits fewer than {first.width} so {layer!r} sums exactly in float32"
+    edges.edges.append(FloatEdge(input_name, "input", f"input quantiser {chosen} ({how}), rounding half to even, "
+                                 "saturating"))
+    return chosen
+
+
+def _float_dense(edges: EdgePolicy, name: str, state: _Range, kernel: np.ndarray, bias: np.ndarray | None,
+                 where: str) -> tuple[FixedQ, FixedQ | None]:
+    """Fixed-point types for a float ``Dense`` inside the network (``model.float_precision``): ``auto`` from the
+    weights' own ranges (16 bits), the bias no finer than the products, fraction bits cut (and said) until the
+    layer's float32 sums are exact. Its outputs are then exact sums of fixed-point products: no output quantiser."""
+    kt, khow = resolve_precision(edges.float_precision, kernel, "model.float_precision")
+    bt, bhow = (resolve_precision(edges.float_precision, bias, "model.float_precision") if bias is not None
+                else (None, ""))
+    auto = khow.startswith("auto")
+    khow, bhow = (how.replace("training range", "weight range") for how in (khow, bhow))
+    first = kt
+    while True:
+        if auto and bt is not None:
+            bt = FixedType(bt.k, bt.i, min(bt.f, state.f + kt.f))  # finer than the products' grid adds nothing
+        acc = _accumulator(state, kernel, bias, kt.f, bt.f if bt else None)
+        if _sum_bits(acc) <= _FLOAT32_EXACT_BITS:
+            break
+        if not auto or kt.f <= 0:
+            raise ConfigError(f"{where}: layer {name!r} (Dense, float): with model.float_precision "
+                              f"{edges.float_precision!r} its sums need {_sum_bits(acc)} significant bits, more "
+                              f"than float32's exact {_FLOAT32_EXACT_BITS} (HGQ2 computes the reference in float32); "
+                              "expected a type with fewer fraction bits")
+        kt = FixedType(kt.k, kt.i, kt.f - 1)
+    if kt != first:
+        khow += f"; {first.f - kt.f} fraction bits fewer than {first.width} so that its sums are exact in float32"
+    choice = f"kernel {kt} ({khow})" + (f", bias {bt} ({bhow})" if bt is not None else "")
+    edges.edges.append(FloatEdge(name, "float layer", choice + "; rounding half to even, saturating; outputs exact"))
+    return (FixedQ(kt.k, kt.i, kt.f, "SAT"), FixedQ(bt.k, bt.i, bt.f, "SAT") if bt is not None else None)
+
+
+def _output_activation(cls: str, c: dict[str, Any]) -> str | None:
+    """``softmax`` / ``sigmoid`` when the layer is that activation alone (Activation, QActivation, Softmax)."""
+    if cls == "Softmax":
+        return "softmax"
+    act = c.get("activation")
+    if cls in ("Activation", "QActivation") and isinstance(act, str) and act in _OUTPUT_ACTIVATIONS:
+        return act
+    return None
+
+
+def _drop_output_activation(edges: EdgePolicy, name: str, act: str, where: str) -> None:
+    """A final softmax / sigmoid: dropped (recorded), or refused where ``keep_softmax`` asks for it."""
+    if edges.keep_softmax and not edges.as_published:
+        raise ConfigError(f"{where}: layer {name!r}: model.keep_softmax: true is not built for QKeras models yet (a "
+                          f"final {act} as lookup tables whose float32 reference matches hls4ml's is not verified); "
+                          "expected keep_softmax: false, which builds the logits (same argmax, same cuts)")
+    what = ("the class with the largest logit is the class with the largest probability" if act == "softmax" else
+            "a cut on the logit is a cut on the sigmoid")
+    edges.edges.append(FloatEdge(name, "output activation",
+                                 f"final {act} dropped: the firmware outputs logits ({what})"))
+
+
+def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], where: str, *,
+                edges: EdgePolicy | None = None) -> tuple[Any, list[str]]:
+    """The HGQ2 model computing what the QKeras model computes, and a log of what each layer became.
+
+    ``edges``: how to treat the model's float edges (a float input, a float ``Dense`` inside, a final softmax or
+    sigmoid), each choice recorded in ``edges.edges``; None refuses them (one line naming the layer).
+    """
 
     ensure_backend()
     import keras
-    from hgq.layers import QConv1D, QConv2D, QDense, Quantizer
+    from hgq.layers import QConv1D, QConv2D, QDense, QGlobalAveragePooling1D, Quantizer
 
     chain = _layer_chain(config, where)
     first = chain[0]
     if first.get("class_name") != "InputLayer":
         raise ConfigError(f"{where}: the model does not start with an input layer; expected {_EXPECTED}")
     shape = first["config"].get("batch_input_shape") or first["config"].get("batch_shape")
-    inputs = keras.Input(tuple(shape[1:]), name=first["config"].get("name", "input"))
+    input_name = first["config"].get("name", "input")
+    inputs = keras.Input(tuple(shape[1:]), name=input_name)
     x: Any = inputs
+    exact = edges is None or not edges.as_published  # the float model as published: no range bookkeeping
     state: _Range | None = None  # None: the float model input
     notes: list[str] = []
     folded_into: dict[int, str] = {}  # chain index of a standalone QBatchNormalization -> the layer it went into
+    last = len(chain) - 1
     for index, layer in enumerate(chain):
         if index == 0 or index in folded_into:
             continue
         cls, c = layer.get("class_name"), layer.get("config", {})
         name = c.get("name", layer.get("name", "?"))
-        if cls == "QActivation":
+        final_act = _output_activation(cls, c)
+        if final_act is not None and index == last and edges is not None:
+            _drop_output_activation(edges, name, final_act, where)
+            notes.append(f"{name}: final {final_act} dropped (logits)")
+        elif cls == "QActivation":
             q = parse_quantizer(c.get("activation"), where, name, "activation")
             x = Quantizer(q.hgq_config("datalane"), name=name)(x)
-            state = _Range(q.f, q.bound, True)
-            notes.append(f"{name}: QActivation -> Quantizer(k={q.k}, i={q.i}, f={q.f}, RND_CONV, {q.overflow})")
-        elif cls in _WEIGHTED:
             if state is None:
+                state = _Range(q.f, q.bound, True)
+            else:  # values already on a coarser grid or in a narrower range stay there (rounding adds < one step)
+                state = _Range(min(state.f, q.f), min(q.bound, state.bound + q.step), True)
+            nested = _quantizer_spec(c.get("activation"))[1].get("_nested_from")
+            notes.append(f"{name}: QActivation -> Quantizer(k={q.k}, i={q.i}, f={q.f}, RND_CONV, {q.overflow})"
+                         + (f" ({nested!r} read as quantized_relu({q.f + q.i}, {q.i}))" if nested else ""))
+        elif cls in _WEIGHTED:
+            if state is None and edges is None:
                 raise ConfigError(f"{where}: layer {name!r} ({cls}) takes the model's float input: QKeras computes it "
                                   "on unquantised floats, which no firmware reproduces exactly; expected a "
                                   "QActivation(quantized_bits(...)) on the input")
@@ -470,26 +639,33 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
                 bias = bq.qkeras_quantize(w[1])
             act = c.get("activation", "linear")
             act_q: FixedQ | None = None
+            if index == last and edges is not None and act in _OUTPUT_ACTIVATIONS:
+                _drop_output_activation(edges, name, str(act), where)
+                act = "linear"
             if isinstance(act, (dict, str)) and act not in ("linear", "relu", None):
                 act_q = parse_quantizer(act, where, name, "activation")
             elif act not in ("linear", "relu", None):
                 raise ConfigError(f"{where}: layer {name!r} ({cls}): activation {act!r} is not imported")
-            # the accumulator: products on the grid 2^-(f_in + f_w), bias on 2^-f_b
-            per_output = np.abs(kernel.astype(np.float64)).reshape(-1, kernel.shape[-1]).sum(axis=0) * state.bound
-            if bias is not None:
-                per_output = per_output + np.abs(bias.astype(np.float64))
-            acc = _Range(max(state.f + kq.f, bq.f if bq else 0), float(per_output.max(initial=0.0)), False)
-            _exact_sum_check(where, name, acc)
+            if state is None and exact:
+                assert edges is not None
+                t = _choose_input(edges, input_name, name, kernel, bias, kq, bq, where)
+                x = Quantizer(FixedQ(t.k, t.i, t.f, "SAT").hgq_config("datalane"), name=f"{input_name}_quantizer")(x)
+                state = _Range(t.f, 2.0 ** t.i, True)
+                notes.append(f"{input_name}_quantizer: input quantiser {t} added (model.input_precision)")
+            if exact:
+                assert state is not None
+                acc = _accumulator(state, kernel, bias, kq.f, bq.f if bq else None)
+                _exact_sum_check(where, name, acc)
             following = chain[index + 1] if index + 1 < len(chain) else {}
             if following.get("class_name") == "QBatchNormalization" and act in ("linear", None):
                 bn_name = following.get("config", {}).get("name", following.get("name", "?"))
                 kernel, bias = fold_standalone_batchnorm(where, bn_name, following.get("config", {}),
                                                          weights.get(bn_name, []), kernel, bias, name, kernel.ndim)
                 kq, bq, use_bias = _fixed_format(kernel), _fixed_format(bias), True
-                per_output = (np.abs(kernel.astype(np.float64)).reshape(-1, kernel.shape[-1]).sum(axis=0)
-                              * state.bound + np.abs(bias.astype(np.float64)))
-                acc = _Range(max(state.f + kq.f, bq.f), float(per_output.max(initial=0.0)), False)
-                _exact_sum_check(where, bn_name, acc)
+                if exact:
+                    assert state is not None
+                    acc = _accumulator(state, kernel, bias, kq.f, bq.f)
+                    _exact_sum_check(where, bn_name, acc)
                 folded_into[index + 1] = name
                 notes.append(f"{bn_name}: QBatchNormalization folded exactly into {name} (power-of-two scale)")
             # zeros: the weights are assigned below; the default glorot initialiser compiles JAX's random
@@ -512,13 +688,38 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
             new.kernel.assign(kernel)
             if bias is not None:
                 new.bias.assign(bias)
-            state = _Range(acc.f, acc.bound, False)
+            if exact:
+                state = _Range(acc.f, acc.bound, False)
             notes.append(f"{name}: {cls} -> HGQ2 {type(new).__name__}"
                          + (" (batch norm folded as QKeras does at inference)" if cls in _FOLDED else "") + " "
                          f"(kernel k={kq.k} i={kq.i} f={kq.f}" + (f", bias i={bq.i} f={bq.f}" if bq else "") + ")")
             if act_q is not None:
                 x = Quantizer(act_q.hgq_config("datalane"), name=f"{name}_activation")(x)
                 state = _Range(act_q.f, act_q.bound, True)
+        elif cls == "Dense" and edges is not None:
+            x, state = _float_dense_layer(edges, name, c, weights.get(name, []), x, state, exact, index == last,
+                                          where, notes)
+        elif cls == "GlobalAveragePooling1D":
+            if c.get("data_format", "channels_last") != "channels_last" or c.get("keepdims"):
+                raise ConfigError(f"{where}: layer {name!r} ({cls}): only channels_last without keepdims is imported")
+            n = int(x.shape[-2])
+            if n & (n - 1):
+                raise ConfigError(f"{where}: layer {name!r} ({cls}) averages {n} values: a division by {n}, not a "
+                                  "power of two, which fixed point does not compute exactly; expected 2, 4, 8, ... "
+                                  "steps (or a sum)")
+            if state is None and exact:
+                raise ConfigError(f"{where}: layer {name!r} ({cls}) takes the model's float input; expected a "
+                                  "QActivation or QDense before it")
+            x = QGlobalAveragePooling1D(name=name, enable_iq=False)(x)
+            if exact:
+                assert state is not None
+                # the mean of n values on the grid 2^-f is on 2^-(f + log2 n): a shift, exact (hls4ml's bit-exact
+                # pass widens the same way); float32 is exact while the sum fits its 24 bits
+                shift = n.bit_length() - 1
+                summed = _Range(state.f, state.bound * n, False)
+                _exact_sum_check(where, name, summed)
+                state = _Range(state.f + shift, state.bound, False)
+            notes.append(f"{name}: {cls} -> HGQ2 QGlobalAveragePooling1D (mean of {n}: a shift, exact)")
         elif cls in ("Flatten", "Reshape", "Dropout", "MaxPooling1D", "MaxPooling2D"):
             new = getattr(keras.layers, cls).from_config(
                 {k: v for k, v in c.items() if k in ("name", "target_shape", "rate", "pool_size", "strides",
@@ -538,14 +739,88 @@ def rebuild_hgq(config: dict[str, Any], weights: dict[str, list[np.ndarray]], wh
             raise ConfigError(f"{where}: layer {name!r} ({cls}): a float batch normalisation, computed in floating "
                               "point, which no firmware reproduces exactly; use QDenseBatchnorm / QConv2DBatchnorm "
                               "(folded in training) before exporting")
-        elif cls == "Activation":
-            raise ConfigError(f"{where}: layer {name!r} (Activation {c.get('activation')!r}) is a float activation "
+        elif cls in ("Activation", "Softmax"):
+            act_name = "softmax" if cls == "Softmax" else c.get("activation")
+            raise ConfigError(f"{where}: layer {name!r} ({cls} {act_name!r}) is a float activation "
                               "that no firmware reproduces exactly; expected QActivation quantisers (a final "
-                              "softmax: save the model without it, fastml's firmware outputs logits)")
+                              "softmax or sigmoid is dropped, the firmware outputs logits)")
         else:
             raise ConfigError(f"{where}: layer {name!r} ({cls}) is not a layer fastml imports from QKeras (expected "
-                              "QDense, QConv1D, QConv2D, QActivation, Flatten, Reshape, Dropout, MaxPooling)")
+                              "QDense, QConv1D, QConv2D, QActivation, Dense, GlobalAveragePooling1D, Flatten, Reshape, "
+                              "Dropout, MaxPooling)")
     return keras.Model(inputs, x, name=str(config["config"].get("name", "qkeras_model"))), notes
+
+
+def _float_dense_layer(edges: EdgePolicy, name: str, c: dict[str, Any], w: list[np.ndarray], x: Any,
+                       state: _Range | None, exact: bool, is_last: bool, where: str, notes: list[str]
+                       ) -> tuple[Any, _Range | None]:
+    """A float ``Dense`` inside a QKeras model: as published, a Keras ``Dense``; otherwise an HGQ2 ``QDense`` with
+    the fixed-point weights ``model.float_precision`` gives (recorded)."""
+    import keras
+    from hgq.layers import QDense
+
+    use_bias = bool(c.get("use_bias", True))
+    if len(w) != (2 if use_bias else 1):
+        raise ConfigError(f"{where}: layer {name!r} (Dense) has {len(w)} weight arrays in the file, expected "
+                          f"{2 if use_bias else 1} (truncated or foreign file?)")
+    act = c.get("activation", "linear")
+    if is_last and act in _OUTPUT_ACTIVATIONS:
+        _drop_output_activation(edges, name, str(act), where)
+        act = "linear"
+    if act not in ("linear", "relu", None):
+        raise ConfigError(f"{where}: layer {name!r} (Dense, float): activation {act!r} is a float function that no "
+                          "firmware reproduces exactly; expected linear or relu")
+    kernel = np.asarray(w[0], np.float32)
+    bias = np.asarray(w[1], np.float32) if use_bias else None
+    init = {"use_bias": use_bias, "activation": "relu" if act == "relu" else None, "name": name,
+            "kernel_initializer": "zeros", "bias_initializer": "zeros"}
+    if not exact:
+        new = keras.layers.Dense(int(c["units"]), **init)
+        x = new(x)
+        new.kernel.assign(kernel)
+        if bias is not None:
+            new.bias.assign(bias)
+        return x, state
+    if state is None:
+        raise ConfigError(f"{where}: layer {name!r} (Dense, float) takes the model's float input; expected a QKeras "
+                          "layer first")
+    kq, bq = _float_dense(edges, name, state, kernel, bias, where)
+    kernel_q = kq.qkeras_quantize(kernel)  # round half to even and saturate, as the quantiser below does
+    bias_q = bq.qkeras_quantize(bias) if bq is not None and bias is not None else None
+    new = QDense(int(c["units"]), enable_iq=False, kq_conf=kq.hgq_config("weight"),
+                 **({"bq_conf": bq.hgq_config("bias")} if bq is not None else {}), **init)
+    x = new(x)
+    new.kernel.assign(kernel_q)
+    if bias_q is not None:
+        new.bias.assign(bias_q)
+    acc = _accumulator(state, kernel_q, bias_q, kq.f, bq.f if bq else None)
+    _exact_sum_check(where, name, acc)
+    notes.append(f"{name}: float Dense -> HGQ2 QDense (kernel k={kq.k} i={kq.i} f={kq.f}"
+                 + (f", bias i={bq.i} f={bq.f}" if bq else "") + ", model.float_precision)")
+    return x, _Range(acc.f, acc.bound, False)  # a ReLU only narrows it
+
+
+def import_qkeras(kind: str, config: dict[str, Any], weights: dict[str, list[np.ndarray]], path: Path,
+                  section: ImportedSection, data: Dataset, check_layers: Any, extra: dict[str, Any]) -> TrainedModel:
+    """A QKeras model (its Keras config and weights, however read) as a ``TrainedModel``: rebuilt in HGQ2 with its
+    float edges made explicit from ``section`` (recorded in ``selection["float_edges"]``); ``predict_quantized`` is
+    the model with exactly those quantisers (the bit-exact reference), ``predict_float`` the model as published
+    (float input, float layers; its final softmax/sigmoid left out, which changes no argmax or cut)."""
+    where = str(path)
+    edges = EdgePolicy(section.input_precision, section.float_precision, section.keep_softmax, data.x_train)
+    model, notes = rebuild_hgq(config, weights, where, edges=edges)
+    check_io(model, data.input_shape, data.n_classes, where)
+    if check_layers is not None:
+        check_layers(model, where)
+    if not any(edge.edge == "input" for edge in edges.edges):  # the model's own QActivation quantises the input
+        QKerasModel._check_input_quantiser(model, data, where)
+    trained = loaded_model(kind, model, path, logits_fn(model), data.n_classes, calibrated=False,
+                           extra={**extra, "layers": notes, "float_edges": [e.as_dict() for e in edges.edges]})
+    if edges.edges:
+        published, _ = rebuild_hgq(config, weights, where, edges=EdgePolicy(as_published=True))
+        trained.float_model = published
+        trained.predict_float = logits_fn(published)
+    return trained
 
 
 class QKerasModel(ModelKind):
@@ -569,16 +844,9 @@ class QKerasModel(ModelKind):
     def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
               ) -> TrainedModel:
         path = model_path(cfg, self.section)
-        where = str(path)
         config, weights = read_h5(path)
-        model, notes = rebuild_hgq(config, weights, where)
-        check_io(model, data.input_shape, data.n_classes, where)
-        if self.check_layers is not None:
-            self.check_layers(model, where)
-        self._check_input_quantiser(model, data, where)
-        return loaded_model(self.name, model, path, logits_fn(model), data.n_classes, calibrated=False,
-                            extra={"imported_from": "QKeras .h5 (read with h5py; TensorFlow not used)",
-                                   "layers": notes})
+        return import_qkeras(self.name, config, weights, path, self.section, data, self.check_layers,
+                             {"imported_from": "QKeras .h5 (read with h5py; TensorFlow not used)"})
 
     @staticmethod
     def _check_input_quantiser(model: Any, data: Dataset, where: str) -> None:
