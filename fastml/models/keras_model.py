@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..metrics import accuracy
+from .float_edges import FloatEdge
 from .imported import (
     ImportedSection,
     check_activations,
@@ -178,6 +179,11 @@ class KerasModel(NetworkKind):
                 self.check_layers(rebuilt, where)
             trained = super().train(cfg, data, epochs=epochs, progress=progress, keep_front=keep_front)
             trained.selection = {"source": "quantised from a float model", "path": str(path), **trained.selection}
+            last = model.layers[-1]
+            if _is_softmax(last):  # the firmware computes logits: say so, as for every imported model's edges
+                trained.selection["float_edges"] = [FloatEdge(
+                    where=last.name, edge="output activation",
+                    choice="softmax dropped: the firmware gives the logits (argmax unchanged)").as_dict()]
             return trained
         check_quantised(model, where)
         check_activations(model, where)
