@@ -49,7 +49,7 @@ if [ "$(cat "$jit_stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$jit_stamp"
 fi
 
-# gitlab-ci-local (npm) runs ci/gitlab-ci.yml as a real pipeline in tests/integration/test_ci_templates.py,
+# gitlab-ci-local (npm) runs ci/gitlab-ci.yml as a real pipeline in tests/integration/test_ci_pipelines.py,
 # installed into .tools/ (git-ignored). 4.73.0: the newest that starts on Node.js 20 (4.74 and later call
 # Set.prototype.union, Node.js 22). Without npm that test says "not run", never "pass".
 GITLAB_CI_LOCAL_VERSION=4.73.0

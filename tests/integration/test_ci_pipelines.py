@@ -38,7 +38,7 @@ PIPELINE_TIMEOUT_S = 600
 #: bit for bit by GHDL on 1 000 events, no yosys (about 40 s here, most of it GHDL's compile).
 TINY_RECIPE = """\
 name: ci_tiny
-description: the smallest build of the CI pipeline test (tests/integration/test_ci_templates.py)
+description: the smallest build of the CI pipeline test (tests/integration/test_ci_pipelines.py)
 data:
   source: builtin:jets_hlf
   max_samples: 4000
@@ -235,6 +235,7 @@ def test_gitlab_pipeline_builds_gates_and_keeps_artifacts(glci, tmp_path):
     assert pipeline.returncode == 0, pipeline.log[-6000:]
     assert pipeline.jobs == {"fastml-build": "PASS", "fastml-check": "PASS"}, pipeline.log[-6000:]
 
+    assert "json schema validated" in pipeline.log  # gitlab-ci-local checked the file against GitLab's CI schema
     # the template's own steps ran: the pinned-install check, the build loop, the gate
     build_log, check_log = pipeline.job_log("fastml-build"), pipeline.job_log("fastml-check")
     assert "python -m pip install ./fastml-src" in build_log  # install_fastml.sh accepted the checkout
