@@ -13,6 +13,8 @@ missing=""
 command -v yosys >/dev/null 2>&1 || missing="$missing yosys"
 command -v ghdl >/dev/null 2>&1 || missing="$missing ghdl"
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+# rsync: gitlab-ci-local copies the checkout into each job's folder with it (the GitLab pipeline test)
+command -v rsync >/dev/null 2>&1 || missing="$missing rsync"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing (Debian)" >&2
@@ -45,4 +47,17 @@ if [ "$(cat "$jit_stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: compiling da4ml's numba kernels once (about a minute)" >&2
   .venv/bin/python -c "from fastml._internal.tools import warm_jit_caches; warm_jit_caches()"
   echo "$want" > "$jit_stamp"
+fi
+
+# gitlab-ci-local (npm) runs ci/gitlab-ci.yml as a real pipeline in tests/integration/test_ci_pipelines.py,
+# installed into .tools/ (git-ignored). 4.73.0: the newest that starts on Node.js 20 (4.74 and later call
+# Set.prototype.union, Node.js 22). Without npm that test says "not run", never "pass".
+GITLAB_CI_LOCAL_VERSION=4.73.0
+if command -v npm >/dev/null 2>&1; then
+  if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GITLAB_CI_LOCAL_VERSION" ]; then
+    echo "bootstrap: installing gitlab-ci-local $GITLAB_CI_LOCAL_VERSION into .tools/ (npm)" >&2
+    npm install --prefix .tools --no-audit --no-fund --save-exact "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >/dev/null
+  fi
+else
+  echo "bootstrap: npm not found: the GitLab pipeline test will report 'not run'" >&2
 fi
