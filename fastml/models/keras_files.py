@@ -299,6 +299,8 @@ def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     keras3 = _is_keras3(config)
     layers = _resolve_shared(_layer_list(config), {}) if keras3 else _layer_list(config)
     inner = config.get("config") if isinstance(config.get("config"), dict) else {}
+    if not keras3 and inner and layers and layers[0].get("class_name") == "InputLayer":
+        return config  # already the form read_h5 gives (Keras >= 2.2): imported exactly as before
     sequential = config.get("class_name") == "Sequential"
     out: list[dict[str, Any]] = []
     for layer in layers:
