@@ -326,3 +326,37 @@ def test_hgq1_proxy_kif_follows_hgq1_counting() -> None:
     w = LayerWeights(arrays, ["keep_negative:0", "bits:0", "integers:0"])
     k, i, f = proxy_kif("t", "q", {}, w, (3,))
     assert (k.tolist(), i.tolist(), f.tolist()) == ([[1, 0, 0]], [[3, 8, 0]], [[2, 2, 0]])
+
+
+# ------------------------------------------------------------------------------------------ the kinds
+
+
+def _train(tmp_path: Path, model: dict):
+    import yaml
+
+    from fastml.data import load_data
+    from fastml.pipeline import train
+    from fastml.recipe import load_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "t", "data": {"source": "builtin:jets_hlf"}, "model": model,
+                                      "firmware": {"backend": "hls4ml", "output_dir": str(tmp_path / "out")}}))
+    cfg = load_config(recipe)
+    return train(cfg, load_data(cfg.data, cfg.config_dir), progress=False)
+
+
+def test_the_kinds_refuse_a_file_of_the_other_kind_in_one_line(peers: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        _train(tmp_path, {"kind": "keras", "path": str(peers / "qkeras_3layer" / "QKERAS_3layer.h5"),
+                          "quantize": True})
+    assert "QKeras model (Keras 2 .h5), already quantised" in _one_line(err)
+    with pytest.raises(ConfigError) as err:
+        _train(tmp_path, {"kind": "qkeras", "path": str(peers / "float_keras_3layer" / "KERAS_3layer.json")})
+    assert "float Keras 2 model (json + weights) without QKeras layers" in _one_line(err)
+
+
+def test_both_kinds_build_the_hgq1_proxy_as_it_is(peers: Path, tmp_path: Path) -> None:
+    for kind in ("keras", "qkeras"):
+        trained = _train(tmp_path, {"kind": kind, "path": str(peers / "hgq1_jet_classifier" / "hgq_jet_classifier.h5")})
+        assert trained.kind == kind and trained.selection["imported_from"].startswith("HGQ 1 proxy model")
+        assert [type(op).__name__ for op in trained.model.layers[1:4]] == ["Quantizer", "QDense", "Quantizer"]
