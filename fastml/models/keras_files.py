@@ -102,13 +102,16 @@ def _partner(path: Path) -> Path | None:
     return next((p for p in partner_candidates(path) if p.is_file()), None)
 
 
-def _missing_partner(path: Path) -> str:
+def _missing_partner(path: Path, subject: str | None = None) -> str:
+    """One line: ``path`` is half of hls4ml's pair and its partner is not beside it (``subject``: how the line
+    starts; the path by default)."""
     looked = partner_candidates(path)[0]
+    start = subject if subject is not None else f"{path}:"
     if path.suffix.lower() == ".json":
-        return (f"{path}: a model config without weights; looked for its weights file {looked.name} beside it "
-                "(hls4ml's X.json + X_weights.h5 naming) and found none")
-    return (f"{path}: an HDF5 file with weights only (no model config); looked for its model config {looked.name} "
-            "beside it (hls4ml's X.json + X_weights.h5 naming) and found none")
+        return (f"{start} a model config without weights; looked for its weights file {looked.name} beside "
+                f"{path.name} (hls4ml's X.json + X_weights.h5 naming) and found none")
+    return (f"{start} an HDF5 file with weights only (no model config); looked for its model config {looked.name} "
+            f"beside {path.name} (hls4ml's X.json + X_weights.h5 naming) and found none")
 
 
 def _hdf5_has_config(path: Path) -> bool | None:
@@ -135,8 +138,7 @@ def check_keras_file(cfg: BuildConfig, section: ImportedSection, what: str) -> s
         return None  # said in one line when the file is read
     weights_only = path.suffix.lower() != ".json" and head == _HDF5_MAGIC and _is_weights_only(path)
     if (path.suffix.lower() == ".json" or weights_only) and _partner(path) is None:
-        return "key 'model.path': " + _missing_partner(path).split(": ", 1)[1].replace("beside it", f"beside "
-                                                                                       f"{path.name}", 1)
+        return _missing_partner(path, f"key 'model.path': {path.name} is")
     return None
 
 
