@@ -10,8 +10,8 @@
 ``bdt``        ``fastml/models/bdt.py``        boosted decision trees (xgboost, sklearn)      conifer
 ``autoencoder`` ``fastml/models/autoencoder.py``  anomaly-detection autoencoder (firmware: encoder+score) rtl, hls4ml
 ``conv``       ``fastml/models/conv.py``       conv net on calorimeter regions (teacher-student)  rtl, hls4ml
-``keras``      ``fastml/models/keras_model.py``  a saved HGQ2/Keras 3 model (or float: quantize)  hls4ml, rtl
-``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras .h5, rebuilt as HGQ2 (no TensorFlow)   hls4ml
+``keras``      ``fastml/models/keras_model.py``  any Keras model file (content-sniffed; float: quantize) hls4ml, rtl
+``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras / HGQ 1 proxy file, rebuilt as HGQ2    hls4ml
 ``qonnx``      ``fastml/models/qonnx_model.py``  a QONNX .onnx (Brevitas/FINN), hls4ml QONNX front end hls4ml
 =============  ==============================  =============================================  ==================
 

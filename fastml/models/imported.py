@@ -148,7 +148,9 @@ def load_keras_file(path: Path, trust_code: bool = False) -> Any:
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as err:  # Keras raises anything from ValueError to TypeError for a model it cannot rebuild
-        why = " ".join(str(err).split())[:200] or type(err).__name__
+        why = " ".join(str(err).split()) or type(err).__name__
+        if len(why) > 200:  # cut at a word, and say so: never "... deserialized properly ar"
+            why = why[:200].rsplit(" ", 1)[0] + " ..."
         raise ConfigError(f"{path}: cannot load this Keras model ({type(err).__name__}: {why}); expected a Keras 3 "
                           "model whose layers are Keras or HGQ2 layers") from None
 

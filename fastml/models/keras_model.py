@@ -1,4 +1,9 @@
-"""``kind: keras`` — a saved HGQ2 / Keras 3 model (``.keras``), built as it is or quantised from a float model.
+"""``kind: keras`` — any Keras model file, built as it is or quantised from a float model.
+
+The importer is found from the file's content (``fastml.models.keras_files``): a Keras 3 ``.keras`` archive
+(HGQ2 or plain Keras: loaded by Keras; QKeras v3 layers: rebuilt as kind ``qkeras`` does), a Keras 2 ``.h5``
+(QKeras: as kind ``qkeras``; an HGQ 1 proxy: ``fastml.models.hgq1_proxy``, bit-exact; plain float layers: rebuilt
+as a Keras 3 float model), or hls4ml's ``X.json`` + ``X_weights.h5`` pair (either file named). No TensorFlow.
 
 ``model: {kind: keras, path: my_model.keras}``: the model's arithmetic is the user's. Nothing is
 trained; HGQ2 quantiser ranges are re-calibrated on the training set (``trace_minmax``) only when
@@ -27,13 +32,13 @@ from .imported import (
     ImportedSection,
     check_activations,
     check_io,
-    check_model_file,
     check_quantised,
-    load_keras_file,
     loaded_model,
     model_path,
 )
+from .keras_files import build_source, check_keras_file, copy_sources, import_proxy, read_keras_file
 from .network import HGQSection, NetworkKind, logits_fn, quantizer_scopes
+from .qkeras_model import QKerasModel
 
 if TYPE_CHECKING:
     import keras
@@ -153,11 +158,12 @@ class KerasModel(NetworkKind):
     name = "keras"
     Section = KerasSection
     layout = None  # whatever the model file takes
-    summary = "a saved HGQ2 / Keras 3 model (.keras): built as it is, or quantised from a float model"
+    summary = ("any Keras model file (.keras, Keras 2 .h5, hls4ml's X.json + X_weights.h5; HGQ2, QKeras, HGQ 1 "
+               "proxy or float): built as it is, or quantised from a float model")
     section: KerasSection
 
     def check_section(self, cfg: BuildConfig) -> str | None:
-        return check_model_file(cfg, self.section, (".keras",), "a Keras 3 model saved as .keras")
+        return check_keras_file(cfg, self.section, "a Keras model file (.keras, .h5, or X.json + X_weights.h5)")
 
     def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
         return None  # the model's own input shape is checked against the data when it is loaded
@@ -168,7 +174,19 @@ class KerasModel(NetworkKind):
               keep_front: Path | None = None) -> TrainedModel:
         path = model_path(cfg, self.section)
         where = f"{path}"
-        model = load_keras_file(path, self.section.trust_code)
+        source = read_keras_file(path)  # the importer is found from the file's content
+        if source.form in ("qkeras", "hgq1_proxy"):
+            if self.section.quantize:
+                raise ConfigError(f"{where}: a {source.origin}, already quantised; model.quantize: true rebuilds a "
+                                  "float model with HGQ2 layers: remove it to build this model as it is")
+            if source.form == "hgq1_proxy":
+                return import_proxy(self.name, source, data, self.check_layers)
+            qkeras = QKerasModel(self.section)  # one QKeras import (with its float edges) for both kinds
+            qkeras.check_layers = self.check_layers
+            trained = qkeras.train(cfg, data, epochs=epochs, progress=progress)
+            trained.kind = self.name
+            return trained
+        model, _ = build_source(source, where, self.section.trust_code)
         check_io(model, data.input_shape, data.n_classes, where)
         if self.section.quantize:
             self._float_source = model
@@ -197,16 +215,9 @@ class KerasModel(NetworkKind):
         return loaded_model(self.name, model, path, logits_fn(model), data.n_classes, self.section.calibrate, ebops)
 
     def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
-        """The model as built (``model.keras``), and the file it came from as given (``source_model.keras``)."""
-        import shutil
-
-        written = super().save(trained, model_dir)
-        source = Path(trained.selection.get("path", ""))
-        target = model_dir / "source_model.keras"
-        if source.is_file() and source.resolve() != target.resolve():
-            shutil.copyfile(source, target)
-            written.append(target)
-        return written
+        """The model as built (``model.keras``), and the file(s) it came from as given (``source_model.keras``,
+        ``.h5``, or ``source_model.json`` + ``source_model_weights.h5``)."""
+        return super().save(trained, model_dir) + copy_sources(trained, model_dir)
 
     # -- quantize: true --------------------------------------------------------------------------------
 

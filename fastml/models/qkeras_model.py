@@ -1,7 +1,9 @@
-"""``kind: qkeras`` — a QKeras model file (Keras 2 ``.h5``) rebuilt as an equal HGQ2 model, without TensorFlow.
+"""``kind: qkeras`` — a QKeras model file rebuilt as an equal HGQ2 model, without TensorFlow.
 
-The ``.h5`` holds the model's config (JSON) and weights; fastml reads both with h5py and rebuilds the
-network from HGQ2 layers with fixed (non-trainable) quantisers that compute what QKeras computes:
+The file (a Keras 2 ``.h5``, hls4ml's ``X.json`` + ``X_weights.h5``, or a QKeras v3 ``.keras`` archive: see
+``fastml.models.keras_files``, which finds the form from the content) holds the model's config (JSON) and
+weights; fastml reads both with h5py and rebuilds the network from HGQ2 layers with fixed (non-trainable)
+quantisers that compute what QKeras computes (an HGQ 1 proxy file goes to ``fastml.models.hgq1_proxy``):
 
 - ``quantized_bits(bits, integer, keep_negative, symmetric, alpha=1)``: QKeras computes
   ``clip(round(x * 2^f), lo, hi) / 2^f`` with ``tf.round`` (round half to even) and ``f = bits -
@@ -59,7 +61,6 @@ from .float_edges import FixedType, FloatEdge, resolve_precision
 from .imported import (
     ImportedSection,
     check_io,
-    check_model_file,
     loaded_model,
     model_path,
     sniff_not_a_model,
@@ -233,6 +234,17 @@ class LayerWeights(list):
         return None
 
 
+def h5_layer_weights(f: Any) -> dict[str, list[np.ndarray]]:
+    """{layer name: weights in order} of an open Keras 2 HDF5 file (a full model's ``model_weights`` group, or
+    the root of a weights-only file written by ``save_weights``)."""
+    weights: dict[str, list[np.ndarray]] = {}
+    group = f["model_weights"] if "model_weights" in f else f
+    for name in group:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group[name].attrs.get("weight_names", [])]
+        weights[name] = LayerWeights([np.asarray(group[name][n]) for n in names], names)
+    return weights
+
+
 def read_h5(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """(model config, {layer name: weights in order}) of a Keras 2 ``.h5``; ``ConfigError`` naming the file."""
     why = sniff_not_a_model(path, _EXPECTED)
@@ -246,12 +258,7 @@ def read_h5(path: Path) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
             if raw is None:
                 raise ConfigError(f"{path}: an HDF5 file without a model config (weights only?); expected {_EXPECTED}")
             config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-            weights: dict[str, list[np.ndarray]] = {}
-            group = f["model_weights"] if "model_weights" in f else f
-            for name in group:
-                names = [n.decode() if isinstance(n, bytes) else str(n)
-                         for n in group[name].attrs.get("weight_names", [])]
-                weights[name] = LayerWeights([np.asarray(group[name][n]) for n in names], names)
+            weights = h5_layer_weights(f)
     except ConfigError:
         raise
     except (OSError, KeyError, ValueError) as err:  # truncated / corrupt HDF5, a dangling weight name, bad JSON
@@ -836,17 +843,27 @@ class QKerasModel(ModelKind):
     section: QKerasSection
 
     def check_section(self, cfg: BuildConfig) -> str | None:
-        return check_model_file(cfg, self.section, (".h5", ".hdf5"), "a QKeras model saved as .h5")
+        from .keras_files import check_keras_file  # deferred: keras_files builds on this module's rebuild_hgq
+
+        return check_keras_file(cfg, self.section, "a QKeras model file (.h5, .keras, or X.json + X_weights.h5)")
 
     def check_data(self, input_shape: tuple[int, ...], n_classes: int | None) -> str | None:
         return None  # checked against the file's input shape when it is read
 
     def train(self, cfg: BuildConfig, data: Dataset, epochs: int | None = None, progress: bool = True
               ) -> TrainedModel:
+        from .keras_files import import_proxy, read_keras_file  # deferred: keras_files builds on rebuild_hgq
+
         path = model_path(cfg, self.section)
-        config, weights = read_h5(path)
-        return import_qkeras(self.name, config, weights, path, self.section, data, self.check_layers,
-                             {"imported_from": "QKeras .h5 (read with h5py; TensorFlow not used)"})
+        where = str(path)
+        source = read_keras_file(path)  # the importer is found from the file's content
+        if source.form == "hgq1_proxy":
+            return import_proxy(self.name, source, data, self.check_layers)
+        if source.form != "qkeras" or source.config is None or source.weights is None:
+            raise ConfigError(f"{where}: a {source.origin} without QKeras layers; expected {_EXPECTED} (a float or "
+                              "HGQ2 model: model.kind keras)")
+        return import_qkeras(self.name, source.config, source.weights, path, self.section, data, self.check_layers,
+                             {"imported_from": f"{source.origin} (read with h5py; TensorFlow not used)"})
 
     @staticmethod
     def _check_input_quantiser(model: Any, data: Dataset, where: str) -> None:
@@ -871,12 +888,8 @@ class QKerasModel(ModelKind):
                                   "firmware reproduces it exactly")
 
     def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
-        """The rebuilt HGQ2 model (``model.keras``) and the QKeras file as given (``source_model.h5``)."""
-        import shutil
+        """The rebuilt HGQ2 model (``model.keras``) and the file(s) it came from as given (``source_model.h5``,
+        ``.keras``, or ``source_model.json`` + ``source_model_weights.h5``)."""
+        from .keras_files import copy_sources  # deferred: keras_files builds on this module's rebuild_hgq
 
-        written = super().save(trained, model_dir)
-        source = Path(trained.selection.get("path", ""))
-        if source.is_file():
-            shutil.copyfile(source, model_dir / "source_model.h5")
-            written.append(model_dir / "source_model.h5")
-        return written
+        return super().save(trained, model_dir) + copy_sources(trained, model_dir)
