@@ -256,7 +256,7 @@ def _load_events(project_dir: Path | None) -> tuple[Any, Any] | None:
 
 
 def _roc_figure(report: Report, y_ref: Any, labels: Any) -> Any:
-    from .plots import roc_curves
+    from .plots import roc_curves  # deferred: matplotlib loads only when a page draws a figure
 
     exact = report.verification and all(v.mismatches == 0 for v in report.verification.values())
     which = "firmware" if exact else "quantized"  # the saved outputs are the reference model's
@@ -454,7 +454,7 @@ def _training(report: Report) -> str:
         why = (f"model trained elsewhere ({selection['train']})" if "train" in selection
                else "no training front recorded (a model kind without HGQ2 checkpoints)")
         return _section("Training front", _not_run(why), "training")
-    from .plots import training_front
+    from .plots import training_front  # deferred: matplotlib loads only when a page draws a figure
 
     chosen = selection.get("chosen")
     kept = (selection["pareto"][chosen] if isinstance(chosen, int) and 0 <= chosen < len(selection["pareto"])
@@ -577,8 +577,8 @@ def _comparison(report: Report, baseline: Report, gate: Mapping[str, Any] | None
 def _page(title: str, body: str, data: Mapping[str, Any] | None = None) -> str:
     embedded = ""
     if data is not None:
-        # "</" would end the script element early: escape it inside the JSON string
-        text = json.dumps(data, sort_keys=True).replace("</", "<\\/")
+        # "</script>" in a string would end the element early: no "<" at all (JSON reads \u003c back as "<")
+        text = json.dumps(data, sort_keys=True).replace("<", "\\u003c")
         embedded = f'<script type="application/json" id="report-json">{text}</script>'
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
