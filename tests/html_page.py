@@ -192,3 +192,26 @@ def sample_project(folder: Path, name: str = "sample") -> tuple[Path, Any]:
         "not_run": {"ff": "per pipeline stage only"}}
     write_report(report, project)
     return project, report
+
+
+def sample_scan(folder: Path) -> Path:
+    """A hand-made scan folder: three points, the first two with figures, only the first with a built page."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fastml.scan.engine import save_scan_html
+
+    built, _ = sample_project(folder / "projects", "p0")
+    (built / "report.html").write_text("<!DOCTYPE html><title>p0</title>")
+    table = pd.DataFrame([
+        {"point": "s-0", "status": "ok", "on_front": True, "accuracy_quantized": 0.74, "lut_da4ml_estimate": 2390,
+         "latency_ns": 15.0, "project": str(built)},
+        {"point": "s-1", "status": "ok", "on_front": False, "accuracy_quantized": 0.71, "lut_da4ml_estimate": 3100,
+         "latency_ns": float("nan"), "project": str(folder / "projects" / "p1")},
+        {"point": "s-2", "status": "failed", "on_front": False, "accuracy_quantized": float("nan"),
+         "lut_da4ml_estimate": float("nan"), "latency_ns": float("nan"), "project": str(folder / "projects" / "p2")}])
+    scan = folder / "scan"
+    scan.mkdir()
+    spec = SimpleNamespace(name="s", phase2=SimpleNamespace(front="lut"))
+    return save_scan_html(table, spec, scan, {"points": 3, "ok": 2})  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ th{background:#f0f2f5;font-weight:600}td.n,th.n{text-align:right;font-variant-nu
 .card{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:8px 14px;min-width:150px}
 .card .v{font-size:20px;font-weight:600}.card .k{color:#5b6475;font-size:12px}
 .meta{color:#5b6475;font-size:13px}.note{color:#5b6475;font-size:12.5px}
-img{max-width:100%;height:auto;display:block;margin:6px 0}
+img,svg{max-width:100%;height:auto;display:block;margin:6px 0}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:8px 0}dl.kv dt{color:#5b6475}
 dl.kv dd{margin:0}code{background:#f0f2f5;padding:0 4px;border-radius:3px}
 .side{display:grid;grid-template-columns:1fr 1fr;gap:14px}
@@ -620,4 +620,83 @@ def write_html(report: Report, project_dir: str | Path, out: str | Path | None =
     return path
 
 
-__all__ = ["HTML_FILE", "SCAN_HTML_FILE", "budget_margin", "render_html", "write_html"]
+# ------------------------------------------------------------------------------------------ a scan
+
+
+def _svg(fig: Any) -> str:
+    """``fig`` as inline SVG (so its points can be links: matplotlib writes each artist's ``url``)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    # text as text, not glyph paths: smaller, and no glyph ids shared between two figures of one page
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: not allowed inside HTML
+
+
+def _scan_front(points: Sequence[Mapping[str, Any]], x_key: str, x_label: str, title: str) -> str:
+    """Accuracy vs ``x_key`` of the scan's points, the Pareto front as a step line; a point with a page links to it."""
+    drawn = [p for p in points if isinstance(p.get(x_key), (int, float)) and p.get(x_key) == p.get(x_key)]
+    if not drawn:
+        return _not_run(f"{title}: no point has both an accuracy and {x_label}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .plots import pareto_front  # deferred: matplotlib loads only when a page draws a figure
+
+        pts = [{"lut": float(p[x_key]), "accuracy": float(p["accuracy"]), "label": p.get("label")} for p in drawn]
+        fig = pareto_front(pts, x_key="lut", x_label=x_label, colour_key=None, title=title,
+                           y_label="accuracy, quantized model (%)")
+        ax = fig.axes[0]
+        for p in drawn:  # one invisible-to-the-eye marker per point, carrying its link
+            if p.get("href"):
+                dot = ax.scatter([float(p[x_key])], [100 * float(p["accuracy"])], s=120, alpha=0.01, zorder=5)
+                dot.set_urls([str(p["href"])])
+        return _svg(fig)
+    except Exception as err:  # a figure is extra: the page says why it is missing, never fails
+        return _not_run(f"{title}: {type(err).__name__}: {str(err)[:200]}")
+
+
+def render_scan_html(name: str, rows: Sequence[Mapping[str, Any]], points: Sequence[Mapping[str, Any]],
+                     front: str = "lut", counts: Mapping[str, int] | None = None) -> str:
+    """``scan.html``: the scan's Pareto fronts (accuracy vs LUT and vs latency; a point links to its project's
+    ``report.html``) and its table, sortable by any column.
+
+    ``rows``: the scan table's records (``scan.parquet``), each optionally with ``href`` (the point's page,
+    relative to the scan folder); ``points``: ``{point, accuracy, x, latency_ns, label, href}`` per point with
+    figures (``x`` is the front's resource figure: ``front`` names it).
+    """
+    x_label = "estimated LUTs (da4ml cost model)" if front == "lut" else "EBOPs (HGQ2)"
+    summary = ", ".join(f"{k} {v}" for k, v in (counts or {}).items())
+    body = [f"<h1>scan {_e(name)}</h1><p class=\"meta\">{_e(summary)}</p>"]
+    figs = ('<div class="side"><div>' + _scan_front(points, "x", x_label, f"accuracy vs {front}") + "</div><div>"
+            + _scan_front(points, "latency_ns", "latency (ns)", "accuracy vs latency") + "</div></div>"
+            '<p class="note">Red line: the Pareto front. Click a point to open its build report (points that were '
+            "only estimated have none).</p>")
+    body.append(_section("Pareto fronts", figs, "front"))
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("href", "project")]
+    table_rows = []
+    for i, r in enumerate(rows):
+        link = (f'<td><a href="{_e(r["href"])}">report</a></td>' if r.get("href")
+                else '<td class="note">no page (not built)</td>')
+        table_rows.append([link] + [_cell(r.get(c), f"rows.{i}.{c}") if isinstance(r.get(c), (int, float))
+                                    and not isinstance(r.get(c), bool) else _e(_num(r.get(c))) for c in columns])
+    body.append(_section("Points", _table(["page", *columns], table_rows, cls="sortable"), "points"))
+    return _page(f"fastml scan: {name}", "".join(body), {"rows": [dict(r) for r in rows]})
+
+
+def write_scan_html(folder: str | Path, name: str, rows: Sequence[Mapping[str, Any]],
+                    points: Sequence[Mapping[str, Any]], front: str = "lut",
+                    counts: Mapping[str, int] | None = None) -> Path:
+    """Render and write ``scan.html`` into ``folder``, atomically."""
+    path = Path(folder) / SCAN_HTML_FILE
+    text = render_scan_html(name, rows, points, front, counts)
+    _atomic_write(path, text)
+    return path
+
+
+__all__ = ["HTML_FILE", "SCAN_HTML_FILE", "budget_margin", "render_html", "render_scan_html", "write_html",
+           "write_scan_html"]

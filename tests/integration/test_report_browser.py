@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from html_page import chromium, load_in_chromium, mismatched_figures, sample_project
+from html_page import chromium, load_in_chromium, mismatched_figures, sample_project, sample_scan
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="skipped: no chromium (apt-get install chromium)")
 
@@ -52,3 +52,11 @@ def test_sample_report_page_in_chromium(tmp_path: Path) -> None:
 def test_quick_build_page_in_chromium(quick_jet_build, tmp_path: Path) -> None:
     project, _ = quick_jet_build
     assert_page_ok(project, tmp_path)
+
+
+
+def test_scan_page_in_chromium(tmp_path: Path) -> None:
+    page = sample_scan(tmp_path)
+    dom, console, requests = load_in_chromium(page, tmp_path)
+    assert console == [] and requests == [], (console, requests)
+    assert 'class="sortable"' in dom and dom.count('href="../projects/p0/report.html"') >= 3

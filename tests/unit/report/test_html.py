@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from html_page import lookup, mismatched_figures, page_figures, sample_project, shows
+from html_page import lookup, mismatched_figures, page_figures, sample_project, sample_scan, shows
 
 from fastml.pipeline import write_html_report
 from fastml.report import Report, load_report
@@ -153,3 +153,16 @@ def test_report_command_rerenders_and_a_failed_render_keeps_the_old_page(
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0] and "report.json" in err[0]
+
+
+def test_scan_page_links_points_to_their_reports(tmp_path: Path) -> None:
+    page = sample_scan(tmp_path).read_text()
+    href = "../projects/p0/report.html"
+    assert f'<td><a href="{href}">report</a></td>' in page  # the table
+    assert page.count(f'href="{href}"') >= 3  # and a point in each of the two fronts (SVG links)
+    assert "projects/p1/report.html" not in page  # no page built: no link to nothing
+    assert '<table class="sortable">' in page and "accuracy vs lut" in page and "accuracy vs latency" in page
+    rows = json.loads(re.search(r'id="report-json">(.*?)</script>', page, re.S).group(1))
+    assert rows["rows"][1]["latency_ns"] is None  # NaN in the table: "not run" on the page, null in its data
+    assert mismatched_figures(page, rows) == []
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:|//)""", page)
