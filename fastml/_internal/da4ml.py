@@ -183,13 +183,18 @@ def layer_costs(keras_model: Any, cutoff: float) -> dict[str, Any]:
             continue
         outs = [v for v in np.ravel(arr) if hasattr(v, "_from")]
         mine: list[Any] = []
-        stack = [v for v in outs if v.id in live]
+        # walk from every output of the layer, also one the logic does not keep: the next layer may read the
+        # layer's inner values directly (a requantisation da4ml simplifies), and they are still this layer's work
+        seen: set[Any] = set()
+        stack = list(outs)
         while stack:
             v = stack.pop()
-            if v.id in charged or v.opr == "new":
+            if v.id in seen or v.id in charged or v.opr == "new":
                 continue
-            charged.add(v.id)
-            mine.append(v)
+            seen.add(v.id)
+            if v.id in live:
+                charged.add(v.id)
+                mine.append(v)
             stack.extend(v._from)
         widths = [int(sum(v.kif)) for v in outs]
         costly = [v for v in mine if v.cost > 0]

@@ -98,9 +98,9 @@ def _cell(v: Any, key: str | None = None, pct: bool = False, cls: str = "") -> s
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
-    """``rows`` are already-rendered ``<td>`` strings (see ``_cell``) or plain texts (escaped here); a column whose
+    """``rows`` are rendered ``<td>`` strings (see ``_cell``) or HTML the caller escaped (``_e``); a column whose
     cells are numbers gets a right-aligned header."""
-    body_rows = [[c if c.startswith("<td") else f"<td>{_e(c)}</td>" for c in row] for row in rows]
+    body_rows = [[c if c.startswith("<td") else f"<td>{c}</td>" for c in row] for row in rows]
     numeric = [any(len(r) > i and r[i].startswith('<td class="n') for r in body_rows) for i in range(len(header))]
     head = "".join(f'<th class="n">{_e(h)}</th>' if numeric[i] else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(r) + "</tr>" for r in body_rows)
@@ -198,7 +198,7 @@ def budget_margin(row: Mapping[str, Any]) -> str:
         return ""
     room = limit - value if match.group(1) == "<=" else value - limit
     rel = f" ({100 * room / abs(limit):+.1f}% of the budget)" if limit else ""
-    return f"{room:+,.4g}{rel}"
+    return f"{room:+,.0f}{rel}" if abs(room) >= 1000 else f"{room:+.4g}{rel}"
 
 
 def _checks(report: Report, gate: Mapping[str, Any] | None, gate_why: str | None) -> str:
@@ -353,8 +353,8 @@ def _float_edges(report: Report) -> str:
             else NOT_RUN)
     body = (f"<p>The published model computes these in floating point; the firmware (and the reference it is "
             f"verified against) uses the choices below. Accuracy cost of all of them together: {_e(cost)}.</p>"
-            + _table(["where", "edge", "choice"], [[e.get("where", ""), e.get("edge", ""), e.get("choice", "")]
-                                                   for e in edges]))
+            + _table(["where", "edge", "choice"],
+                     [[_e(e.get("where", "")), _e(e.get("edge", "")), _e(e.get("choice", ""))] for e in edges]))
     return _section("Float edges made explicit", body, "float-edges")
 
 
