@@ -51,7 +51,8 @@ dl.kv dd{margin:0}code{background:#f0f2f5;padding:0 4px;border-radius:3px}
 th.sortable{cursor:pointer}th.sortable:after{content:" \\2195";color:#9aa1ad}
 """
 
-# Sorts a table by the clicked column (numbers numerically); inline, no library.
+# Sorts a table by the clicked column (numbers numerically); inline, no library. ``data-ready`` on <html> says it
+# ran to the end (the browser test reads it).
 _SORT_JS = """
 document.querySelectorAll("table.sortable").forEach(function(t){
  t.querySelectorAll("th").forEach(function(th,i){th.classList.add("sortable");th.addEventListener("click",function(){
@@ -60,6 +61,7 @@ document.querySelectorAll("table.sortable").forEach(function(t){
    y=b.cells[i].dataset.sort||b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y);
    var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
   rows.forEach(function(r){body.appendChild(r);});});});});
+document.documentElement.dataset.ready="1";
 """
 
 

@@ -21,7 +21,7 @@ def assert_page_ok(project: Path, workdir: Path) -> Path:
     dom, console, requests = load_in_chromium(project / "report.html", workdir, screenshot=shot)
     assert console == [], console
     assert requests == [], requests
-    assert 'class="sortable"' in dom  # the page's own script ran (it marks the sortable headers)
+    assert 'data-ready="1"' in dom  # the page's own script ran to its end
     assert mismatched_figures(dom, json.loads((project / "report.json").read_text())) == []
     from matplotlib.image import imread
 
@@ -59,4 +59,4 @@ def test_scan_page_in_chromium(tmp_path: Path) -> None:
     page = sample_scan(tmp_path)
     dom, console, requests = load_in_chromium(page, tmp_path)
     assert console == [] and requests == [], (console, requests)
-    assert 'class="sortable"' in dom and dom.count('href="../projects/p0/report.html"') >= 3
+    assert 'data-ready="1"' in dom and 'class="sortable"' in dom and dom.count('href="../projects/p0/report.html"') >= 3
