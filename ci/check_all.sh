@@ -5,7 +5,8 @@
 #   PROJECTS_DIR  folder holding <name>/report.json            (default: hls_projects)
 #   BASELINE_DIR  folder holding the default branch's <name>/report.json; optional. A project with no
 #                 baseline report (new in this change) is checked without one.
-#   OUT_DIR       where <name>.junit.xml, <name>.md, <name>.json and summary.md go (default: fastml-check)
+#   OUT_DIR       where <name>.junit.xml, <name>.md, <name>.json, <name>.html and summary.md go (default: fastml-check);
+#                 <name>.html is the project's report page (`fastml report`), side by side with its baseline if any
 # env: FASTML  command that runs fastml (default: fastml), e.g. FASTML="python -m fastml"
 #
 # Exit status: 0 only if every project passes all its budgets; 1 if any fails or if there is no
@@ -39,6 +40,12 @@ for dir in "$projects"/*/; do
         failed+=("$name")
     fi
     [ -f "$out/$name.md" ] && cat "$out/$name.md" >> "$out/summary.md"
+    # the page a reviewer opens: never decides the gate, so a page that cannot be drawn only says so
+    page=(report "$dir" --out "$out/$name.html")
+    if [ -n "$baseline" ] && [ -f "$baseline/$name/report.json" ]; then
+        page+=(--baseline "$baseline/$name")
+    fi
+    "${fastml[@]}" "${page[@]}" > /dev/null || echo "check_all.sh: $name: could not render $out/$name.html" >&2
     echo
 done
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "fastml.commands.scan",  # scan (Dask)
     "fastml.commands.diagnose",  # diagnose
     "fastml.commands.export",  # export
+    "fastml.commands.report",  # report (report.html)
 )
 
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._internal.compat import moved_name
 from .backends import FirmwareProject, get_backend
+from .errors import FastmlError
 from .recipe import project_config
-from .report import Report, load_report, write_report
+from .report import NOT_RUN, Report, load_report, write_report
 
 if TYPE_CHECKING:
     from .models import TrainedModel
@@ -33,8 +34,17 @@ if TYPE_CHECKING:
 
 def estimate_build(project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig, report: Report,
                    log: Callable[[str], None]) -> None:
-    """Fill a build's latency/resources from its backend and the open tools; a tool that cannot run says why."""
-    get_backend(cfg.firmware.backend).estimate(project, trained, cfg, report, log)
+    """Fill a build's latency/resources (and per-layer costs, ``report.layers``) from its backend and the open
+    tools; a tool that cannot run says why."""
+    backend = get_backend(cfg.firmware.backend)
+    backend.estimate(project, trained, cfg, report, log)
+    t0 = time.perf_counter()
+    try:
+        report.layers = backend.layer_costs(project, trained, cfg)
+    except FastmlError as err:  # e.g. a layer da4ml cannot trace layer by layer: the page says so, the build goes on
+        report.layers = {"not_run": f"{NOT_RUN}: {err}"}
+        log(f"per-layer costs: {err}")
+    report.layers["wall_s"] = round(time.perf_counter() - t0, 3)
 
 
 def estimate_project(project_dir: Path, cfg: BuildConfig | None = None, run_yosys: bool = True) -> Report:

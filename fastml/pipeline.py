@@ -34,14 +34,17 @@ from ._internal.keras_backend import ensure_backend
 from ._internal.project_lock import project_lock
 from .backends import convert, get_backend, layer_check
 from .data import Dataset, load_data
-from .errors import ConfigError, VerificationError
+from .errors import ConfigError, FastmlError, VerificationError
 from .estimate import estimate_build
+from .gate import check_budgets
 from .metrics import accuracy, roc_auc_per_class
 from .models import TrainedModel, kind_of
 from .models import train as train_model
-from .recipe import BuildConfig, parse_config
+from .recipe import BudgetsConfig, BuildConfig, parse_config
 from .report import Report, float_edges, package_versions, write_report
+from .report.html import write_html
 from .verification import require_bit_exact, verify_project
+from .verification.layers import DIAGNOSIS_FILE
 
 
 @dataclass(frozen=True)
@@ -218,11 +221,34 @@ def _build(cfg: BuildConfig, quick: bool, progress: bool, log: Callable[[str], N
         except VerificationError as err:
             report.status = "failed"
             write_report(report, tmp)
+            write_html_report(tmp, report)
             raise VerificationError(f"{err}; run `fastml diagnose {cfg.project_dir}.failed` to find the first "
                                     "diverging layer") from None
         write_report(report, tmp)
+        write_html_report(tmp, report)
         _point_paths_at_final(tmp, cfg.project_dir)
     return report
+
+
+def write_html_report(project_dir: Path, report: Report, baseline: Report | None = None,
+                      out: Path | None = None) -> Path:
+    """``report.html`` of a project (or ``out``): the report with what the page needs from the layers above the
+    report — the budget gate on the report's own budgets (against ``baseline`` if given) and ``diagnosis.json``
+    where ``fastml diagnose`` wrote one. Written atomically."""
+    gate, gate_why = None, None
+    try:
+        gate = check_budgets(report, BudgetsConfig.model_validate(report.budgets), baseline).to_dict()
+    except (ValueError, FastmlError) as err:  # budgets a newer/older fastml wrote: the page says so, still renders
+        gate_why = f"the report's budgets do not validate: {' '.join(str(err).split())[:200]}"
+    diagnosis = None
+    diag_file = project_dir / DIAGNOSIS_FILE
+    if diag_file.is_file():
+        try:
+            diagnosis = json.loads(diag_file.read_text())
+        except (OSError, ValueError):
+            diagnosis = {"not_run": f"{DIAGNOSIS_FILE} is not readable JSON"}
+    return write_html(report, project_dir, out=out, gate=gate, gate_why=gate_why, diagnosis=diagnosis,
+                      baseline=baseline)
 
 
 def _point_paths_at_final(tmp: Path, final: Path) -> None:
@@ -356,4 +382,5 @@ def build_model(model: Any, data: Any, *, name: str = "my_model", firmware: Mapp
     return build(cfg, quick=quick, progress=progress, log=log, force=force)
 
 
-__all__ = ["QUICK", "build", "build_model", "staging_dir", "summary_lines", "train", "verification_events"]
+__all__ = ["QUICK", "build", "build_model", "staging_dir", "summary_lines", "train", "verification_events",
+           "write_html_report"]

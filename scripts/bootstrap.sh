@@ -6,15 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian tools: yosys (open-source resource estimates), ghdl (simulates VHDL: da4ml and conifer's
-# VHDL projects, and the VHDL testbench of firmware/tb/) and iverilog (Icarus Verilog: runs the Verilog
-# testbench of firmware/tb/ in the tests). Without them the checks they serve report "not run" or skip,
-# never "pass".
+# VHDL projects, and the VHDL testbench of firmware/tb/), iverilog (Icarus Verilog: runs the Verilog
+# testbench of firmware/tb/ in the tests) and chromium (headless: the tests open report.html in a real
+# browser, offline). Without them the checks they serve report "not run" or skip, never "pass".
 missing=""
 command -v yosys >/dev/null 2>&1 || missing="$missing yosys"
 command -v ghdl >/dev/null 2>&1 || missing="$missing ghdl"
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
 # rsync: gitlab-ci-local copies the checkout into each job's folder with it (the GitLab pipeline test)
 command -v rsync >/dev/null 2>&1 || missing="$missing rsync"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing$missing (Debian)" >&2

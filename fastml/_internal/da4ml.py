@@ -133,3 +133,87 @@ def da4ml_takes(op: Any) -> bool:
     from da4ml.converter.hgq2.layers import _registry
 
     return type(op) in _registry
+
+
+#: da4ml operations that are adders (``vadd``: two variables, ``cadd``: a variable and a constant).
+_ADDER_OPS = ("vadd", "cadd")
+
+
+def layer_costs(keras_model: Any, cutoff: float) -> dict[str, Any]:
+    """Where da4ml's cost goes: each Keras layer's share of the traced logic of ``keras_model``.
+
+    The model is traced again with every layer's output kept (``trace_model(..., dump=True)``: the same
+    logic as ``trace_keras``); each operation the model's output depends on is charged to the first layer (in
+    execution order) whose output needs it, so the rows add up to the whole logic's cost (``total_lut``,
+    before pipelining; the pipelined figure in ``resources.da4ml_estimate`` can differ by the retiming).
+    Per layer: ``lut`` (da4ml's cost model: adder bits, lookup tables), ``adders``, ``lookups``, ``ops``, the
+    output's ``elements`` and bit widths (``bits_min`` / ``bits_max`` / ``bits_total``, sign included), its
+    combinational ``delay`` (da4ml delay units) and the pipeline ``stages`` its operations fall in at ``cutoff``
+    delay units per stage (before retiming). Raises ``FastmlError`` where da4ml cannot trace the model.
+    """
+    from math import ceil
+
+    import numpy as np
+    from da4ml.converter import trace_model
+    from da4ml.trace import HWConfig
+
+    why = untraceable_quantiser(keras_model)
+    if why:
+        raise FastmlError(f"da4ml cannot trace this model: {why}")
+    try:
+        dumped = trace_model(keras_model, HWConfig(1, -1, -1), dump=True)
+    except (NotImplementedError, AssertionError, ValueError, KeyError, TypeError) as err:
+        raise FastmlError(f"da4ml cannot trace this model layer by layer: {' '.join(str(err).split())[:200]}") from None
+    producer = {layer.output.name: layer for layer in keras_model.layers}
+    final = [v for v in np.ravel(dumped[keras_model.outputs[0].name]) if hasattr(v, "_from")]
+    # only what the output depends on is built (comb_trace drops the rest)
+    live: set[Any] = set()
+    stack = list(final)
+    while stack:
+        v = stack.pop()
+        if v.id in live:
+            continue
+        live.add(v.id)
+        stack.extend(v._from)
+    charged: set[Any] = set()
+    rows: list[dict[str, Any]] = []
+    for tensor_name, arr in dumped.items():
+        layer = producer.get(tensor_name)
+        if layer is None or layer.__class__.__name__ == "InputLayer":
+            continue
+        outs = [v for v in np.ravel(arr) if hasattr(v, "_from")]
+        mine: list[Any] = []
+        # walk from every output of the layer, also one the logic does not keep: the next layer may read the
+        # layer's inner values directly (a requantisation da4ml simplifies), and they are still this layer's work
+        seen: set[Any] = set()
+        stack = list(outs)
+        while stack:
+            v = stack.pop()
+            if v.id in seen or v.id in charged or v.opr == "new":
+                continue
+            seen.add(v.id)
+            if v.id in live:
+                charged.add(v.id)
+                mine.append(v)
+            stack.extend(v._from)
+        widths = [int(sum(v.kif)) for v in outs]
+        costly = [v for v in mine if v.cost > 0]
+        stages = [max(ceil(v.latency / cutoff) - 1, 0) for v in costly]
+        rows.append({
+            "layer": layer.name, "type": layer.__class__.__name__,
+            "lut": round(float(sum(v.cost for v in mine)), 1),
+            "adders": sum(1 for v in mine if v.opr in _ADDER_OPS and v.cost > 0),
+            "lookups": sum(1 for v in mine if v.opr == "lookup"),
+            "ops": len(costly),
+            "elements": len(outs),
+            "bits_min": min(widths, default=0), "bits_max": max(widths, default=0), "bits_total": sum(widths),
+            "delay": round(float(max((v.latency for v in outs), default=0.0)), 2),
+            "stages": [min(stages), max(stages)] if stages else None,
+            "ebops": (float(np.asarray(layer.ebops)) if getattr(layer, "enable_ebops", False)
+                      and getattr(layer, "_ebops", None) is not None else None),
+        })
+    total = round(float(sum(r["lut"] for r in rows)), 1)
+    return {"source": "da4ml cost model (adder bits, lookup tables), per Keras layer, before pipelining",
+            "cutoff": cutoff, "total_lut": total, "rows": rows,
+            "not_run": {"ff": "da4ml counts register bits per pipeline stage, which does not keep layer "
+                              "boundaries (the whole model's FF is in resources.da4ml_estimate)"}}

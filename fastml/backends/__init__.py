@@ -7,6 +7,7 @@ name through ``get_backend`` — as hls4ml finds its backends. It owns the whole
 ``check_layers``   before anything trains or compiles: every layer of a Keras model is one it can build
 ``convert``        write and compile the project; return a ``FirmwareProject`` with simulators
 ``estimate``       latency / resources during a build (``estimate_project``: again, later)
+``layer_costs``    where the resources go: each layer's (or tree's) cost, for ``report.layers``
 ``diagnose``       per-layer comparison of the firmware with its reference
 ``synth_steps``    the vendor-tool invocations of ``fastml synth`` (Vitis HLS, Vivado)
 ``testbench``      test vectors and a self-checking HDL testbench of the verification events
@@ -146,6 +147,14 @@ class Backend(ABC):
         """Re-run the estimates of a built project into ``report``; returns ``{source: "ok" | "not run: why"}``."""
         return {"da4ml_estimate": f"{NOT_RUN}: backend {self.name} is not a da4ml network",
                 "yosys": f"{NOT_RUN}: backend {self.name} has no Verilog to synthesise here"}
+
+    def layer_costs(self, project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig) -> dict[str, Any]:
+        """Each layer's (or tree's) cost for ``report.layers`` (schema in ``fastml.report``), during a build.
+
+        ``{"not_run": "not run: <why>"}`` where the backend cannot say; raises ``FastmlError`` where it could but
+        failed (the build records that as not run, with the reason).
+        """
+        return {"not_run": f"{NOT_RUN}: backend {self.name!r} gives no per-layer costs yet"}
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         """Compare the project's firmware with its reference layer by layer on ``x``, filling ``diag``; ``y_saved``

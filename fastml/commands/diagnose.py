@@ -29,6 +29,11 @@ def run_diagnose(args: argparse.Namespace) -> int:
     diag = diagnose(project_dir, events=events, inputs=args.inputs)
     print("\n".join(diag.lines()))
     print(f"  written: {project_dir / DIAGNOSIS_FILE}")
+    if (project_dir / "report.json").is_file():  # the page shows the diagnosis: bring it up to date
+        from ..pipeline import write_html_report
+        from ..report import load_report
+
+        print(f"  page: {write_html_report(project_dir, load_report(project_dir))}")
     if args.plot:
         import matplotlib
 

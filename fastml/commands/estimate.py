@@ -17,10 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_estimate(args: argparse.Namespace) -> int:
     from ..estimate import estimate_project
+    from ..pipeline import write_html_report
     from . import resolve_project
 
     project_dir, cfg = resolve_project(args.target)
     report = estimate_project(project_dir, cfg, run_yosys=not args.no_yosys)
+    write_html_report(project_dir, report)  # the page shows the new figures too
     print(f"{project_dir}: estimates for {report.name} ({report.backend})")
     lat = report.latency
     print(f"  latency [{lat.source}]: {lat.cycles} cycles, {lat.ns} ns, II {lat.ii}")

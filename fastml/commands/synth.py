@@ -92,6 +92,7 @@ def _summary(result: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import FastmlError
+    from ..pipeline import write_html_report
     from ..report import load_report, write_report
     from ..synth import SynthResult, collect_reports, find_vendor_tools, fold_into_report, run_synth
 
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             results[target.project_dir] = result
             report = fold_into_report(reports[target.project_dir], result)
             write_report(report, target.project_dir)
+            write_html_report(target.project_dir, report)  # the page shows the vendor figures too
             done += 1
             detail = result.message if result.status == "failed" else _summary(result)
             say(f"[{done}/{total}] {target.label}: {result.status}" + (f" ({detail})" if detail else "")

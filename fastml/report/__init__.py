@@ -15,6 +15,11 @@ float layer given a fixed-point type) lists each choice in ``model.selection.flo
 ``[{where, edge: "input" | "output activation" | "float layer", choice}]``; ``accuracy.float`` is then the model
 as published and ``accuracy.quantized`` the model as built (with those choices), so their difference is the cost.
 
+Per-layer costs (optional, additive): ``layers`` = ``{source, cutoff, total_lut, rows: [{layer, type, lut, adders,
+lookups, ops, elements, bits_min, bits_max, bits_total, delay, stages: [first, last] | null, ebops}], not_run: {figure:
+why}}`` where the backend can give them (``Backend.layer_costs``; rtl: da4ml's cost model per Keras layer), else
+``{not_run: "not run: why"}``; ``{}`` in a report written before fastml recorded them.
+
 Everything else (``auc``, ``ebops``, ``versions``, ``checks`` ...) is extra information, free to grow.
 
 Tasks other than classification (the model kind decides, ``ModelKind.task_metrics``) put their figures in
@@ -112,6 +117,7 @@ class Report(_Open):
     firmware: dict[str, Any] = Field(default_factory=dict)
     checks: dict[str, str] = Field(default_factory=dict)  # {check: "pass" | "fail" | "not run: why"}
     task: dict[str, Any] = Field(default_factory=dict)  # figures of a non-classification task (module docstring)
+    layers: dict[str, Any] = Field(default_factory=dict)  # per-layer costs (module docstring); {} = not recorded
     created: str = ""
 
     def set_latency(self, latency: Latency) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, FastmlError
 from ..recipe import read_yaml
 from ..report import load_report
+from ..report.html import HTML_FILE, write_scan_html
 from ..report.plots import pareto_front, pareto_optimal, save_figure
 from .spec import ClusterSpec, ScanPoint, ScanSpec, expand, scan_dir
 from .worker import WORKER_ENV, report_row, run_point
@@ -46,6 +47,7 @@ class ScanResult:
     front: list[str]  # point names on the accuracy-vs-resources Pareto front (phase-1 figures)
     dashboard: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    html_path: Path | None = None  # scan.html: the fronts (points link to their report.html) and the table
 
 
 # ------------------------------------------------------------------------------------------- clusters
@@ -287,8 +289,9 @@ def run_scan(spec: ScanSpec, *, quick: bool = False, output_dir: str | Path | No
     counts = {"points": len(points), "ok": int((table["status"] == "ok").sum()),
               "failed": int((table["status"] == "failed").sum()),
               "firmware": sum(r["status"] == "ok" for r in firmware.values()), "front": len(front)}
+    html = save_scan_html(table, spec, folder, counts)
     return ScanResult(table=table, scan_dir=folder, table_paths=paths, plot_path=plot, front=front,
-                      dashboard=dashboard, counts=counts)
+                      dashboard=dashboard, counts=counts, html_path=html)
 
 
 def pareto_names(points: list[ScanPoint], estimates: dict[str, dict[str, Any]], front: str) -> list[str]:
@@ -383,6 +386,18 @@ def save_pareto_plot(table: pd.DataFrame, spec: ScanSpec, folder: Path) -> Path:
     return save_figure(fig, folder / "pareto.png")
 
 
+def save_scan_html(table: pd.DataFrame, spec: ScanSpec, folder: Path, counts: dict[str, int] | None = None) -> Path:
+    """``scan.html`` beside ``scan.parquet``: each point with a built project links to its ``report.html``."""
+    records = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}  # NaN -> not run
+               for r in table.to_dict("records")]
+    for r in records:
+        page = Path(str(r.get("project", ""))) / HTML_FILE
+        r["href"] = Path(os.path.relpath(page, folder)).as_posix() if r.get("project") and page.is_file() else None
+    hrefs = {r["point"]: r["href"] for r in records}
+    points = [{**p, "href": hrefs.get(p["point"])} for p in pareto_points(table, spec.phase2.front)]
+    return write_scan_html(folder, spec.name, records, points, spec.phase2.front, counts)
+
+
 def summary_lines(result: ScanResult) -> list[str]:
     """A few lines a person reads after ``fastml scan``."""
     t, c = result.table, result.counts
@@ -393,4 +408,6 @@ def summary_lines(result: ScanResult) -> list[str]:
     lines += [f"table: {p}" for p in result.table_paths]
     if result.plot_path is not None:
         lines.append(f"plot: {result.plot_path}")
+    if result.html_path is not None:
+        lines.append(f"page: {result.html_path}")
     return lines

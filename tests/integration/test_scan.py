@@ -257,6 +257,10 @@ def test_local_cluster_scan_survives_a_killed_worker_records_failures_and_resume
     assert disk["point"].tolist() == list(table.index) and "model.hidden" in disk.columns
     assert pd.read_csv(out / "tscan" / "scan.csv")["status"].tolist() == disk["status"].tolist()
     assert (out / "tscan" / "pareto.png").stat().st_size > 10_000
+    page = (out / "tscan" / "scan.html").read_text()  # the scan's page: a row per point, fronts drawn
+    assert result.html_path == out / "tscan" / "scan.html" and all(f">{p}<" in page for p in table.index)
+    built = [p for p in table.index if (Path(table.loc[p, "project"]) / "report.html").is_file()]
+    assert all(f"{p}/report.html" in page for p in built)  # a point with a page links to it
     assert set(result.front) <= set(ok.index) and ok["lut_da4ml_estimate"].idxmin() in result.front
 
     # --resume through the CLI (its own LocalCluster, 1 worker): ok points skipped, only the failed one reruns

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import fake_project
+from html_page import page_figures
 
 from fastml.errors import VerificationError
 from fastml.models import TrainedModel
@@ -61,8 +62,13 @@ def test_mismatching_firmware_fails_build_and_keeps_last_good_project(
     assert (good / "report.json").read_text() == '{"previous": "good"}'
     failed = json.loads((good.parent / "toy.failed" / "report.json").read_text())
     assert failed["status"] == "failed" and failed["verification"]["csim"]["mismatches"] == 1
+    # the failed build's page says so, and points at the diagnosis
+    page = (good.parent / "toy.failed" / "report.html").read_text()
+    assert "badge fail" in page and "fastml diagnose" in page
+    assert ("verification.csim.mismatches", "1") in page_figures(page)
 
     monkeypatch.setattr(fastml.pipeline, "convert", lambda trained, cfg, d: fake_project(d, perturb=False))
     report = build(cfg, progress=False, log=lambda m: None)
     assert report.status == "ok" and report.verification["csim"].mismatches == 0
     assert json.loads((good / "report.json").read_text())["status"] == "ok"
+    assert ("verification.csim.mismatches", "0") in page_figures((good / "report.html").read_text())  # every build

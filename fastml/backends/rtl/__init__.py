@@ -3,7 +3,7 @@
 =============  ==========================================================================
 ``convert``    da4ml trace, pipeline and RTL; the emulator and verilator simulation
 ``emulator``   the traced logic compiled to integer C++ (millions of events per second)
-``estimate``   da4ml's figures saved with the project, yosys on its Verilog
+``estimate``   da4ml's figures saved with the project, yosys on its Verilog; da4ml's cost per Keras layer
 ``diagnose``   da4ml's per-operation interpreter, per Keras layer
 ``testbench``  test vectors of the verification events and self-checking Verilog / VHDL testbenches
 ``export``     what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..._internal.da4ml import da4ml_takes
+from ..._internal.da4ml import da4ml_takes, latency_cutoff_for, layer_costs
 from ..._internal.vendor import SynthStep, flow_script
 from ..._internal.yosys import yosys_into_report
 from ...report import NOT_RUN, Latency, Report, Resources
@@ -58,6 +58,11 @@ class RtlBackend(Backend):
         fw = cfg.firmware
         yosys_into_report(report, fw.yosys, lambda: rtl_yosys_resources(
             project.path, fw.part, log_path=project.path.parent / "logs" / "yosys.log"), log)
+
+    def layer_costs(self, project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig) -> dict[str, Any]:
+        # the cutoff the project was pipelined with: the stages column then matches its pipeline (before retiming)
+        cutoff = float(project.info.get("latency_cutoff") or latency_cutoff_for(cfg.firmware)[0])
+        return layer_costs(trained.model, cutoff)
 
     def estimate_project(self, project_dir: Path, cfg: BuildConfig, report: Report, run_yosys: bool) -> dict[str, str]:
         fw = cfg.firmware
