@@ -44,6 +44,7 @@ class PeerOutcome:
     wall_s: float
     stderr: str
     report: dict[str, Any] | None = None
+    project: Path | None = None
     levels: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
@@ -78,6 +79,7 @@ def run_recipe(recipe: Path, output_dir: Path, timeout_s: float = 1800, quick: b
     reports = sorted(output_dir.glob("*/report.json"))
     if child.returncode == 0 and reports:
         outcome.report = json.loads(reports[0].read_text())
+        outcome.project = reports[0].parent
         outcome.levels = {level: {"samples": int(v["samples"]), "mismatches": int(v["mismatches"])}
                           for level, v in (outcome.report.get("verification") or {}).items()}
     return outcome

@@ -44,6 +44,21 @@ EXPECTED: dict[str, str | None] = {
     "qonnx_jettagging/recipe.yaml": None,
 }
 
+#: recipe -> the float edges fastml must have made explicit, as (where, edge) in order (built recipes only).
+EDGES: dict[str, list[tuple[str, str]]] = {
+    "qkeras_3layer/recipe.yaml": [("input_1", "input"), ("softmax", "output activation")],
+    "qonnx_jettagging/recipe.yaml": [("Softmax_0", "output activation"), ("MatMul_0", "input")],
+    "hgq1_jet_classifier/recipe.yaml": [],  # its quantisers say exactly what the firmware computes
+    "hgq1_jet_classifier/recipe_as_qkeras.yaml": [],
+    "bdt_cms_l1_trackquality/recipe.yaml": [],
+}
+#: recipe -> how the report must say the file was read (``model.selection.imported_from`` starts so).
+IMPORTED_FROM: dict[str, str] = {
+    "hgq1_jet_classifier/recipe.yaml": "HGQ 1 proxy model (Keras 2 .h5)",
+    "qkeras_3layer/recipe_json_weights.yaml": "QKeras",
+    "qkeras_v3_3layer/recipe.yaml": "QKeras v3",
+}
+
 RECIPES = corpus_recipes()
 needs_corpus = pytest.mark.skipif(not RECIPES, reason=f"../shared/peer-models not present ({PEER_DIR})")
 
@@ -76,3 +91,13 @@ def test_corpus_recipe_outcome(recipe: str, tmp_path: Path) -> None:
     _check(outcome, EXPECTED[recipe])
     if outcome.built and outcome.float_edges:  # the cost of every float edge is in the report
         assert outcome.accuracy("float") is not None and outcome.accuracy("quantized") is not None
+        for edge in outcome.float_edges:  # the type chosen, and how (auto from the training range / the recipe)
+            assert edge["edge"] != "input" or ("ap_" in edge["choice"] and "auto: training range" in edge["choice"])
+    if recipe in EDGES:
+        assert [(e["where"], e["edge"]) for e in outcome.float_edges] == EDGES[recipe]
+    if recipe in IMPORTED_FROM:
+        selection = (outcome.report or {}).get("model", {}).get("selection", {})
+        assert str(selection.get("imported_from", "")).startswith(IMPORTED_FROM[recipe]), selection
+    if outcome.built and outcome.project is not None and (outcome.report or {}).get("model", {}).get(
+            "selection", {}).get("source") == "loaded":  # the file as given travels with the project
+        assert list((outcome.project / "model").glob("source_model*")), outcome.project
