@@ -240,7 +240,9 @@ def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, t
         "clock_period_ns": fw.clock_period_ns,
         "latency_cutoff": cutoff,
         "latency_cutoff_source": cutoff_source,
-        "max_delay_per_stage": float(max(c.latency[1] for c in rtl_model.fsm.logic.values())),  # alkaid units, ~ns
+        # alkaid units (~ns): a stage's latencies count from the model input, so less its registered inputs'
+        "max_delay_per_stage": float(max(c.latency[1] - max(c.inp_latency, default=0.0)
+                                         for c in rtl_model.fsm.logic.values())),
         "combinational_delay": float(max(comb.latency)),
         "input_port": ("the first quantiser's format" if input_kif is None else
                        f"(k, i, f) = {input_kif}: the first quantiser saturates or rounds half to even in the "
