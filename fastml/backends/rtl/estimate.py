@@ -45,7 +45,9 @@ def rtl_yosys_resources(firmware_dir: Path, part: str, log_path: Path | None = N
     top = str(meta.get("top", RTL_TOP))
     files = rtl_verilog_sources(firmware_dir)
     if files:
-        return yosys_resources(files, top, part, workdir=firmware_dir / "src" / "memfiles", log_path=log_path)
+        workdir = firmware_dir / "src" / "memfiles"
+        workdir.mkdir(exist_ok=True)  # alkaid writes its tables into the Verilog, and no such folder
+        return yosys_resources(files, top, part, workdir=workdir, log_path=log_path)
     pipe_file = firmware_dir / "model" / "pipeline.json"
     comb_file = firmware_dir / "model" / "comb.json.gz"  # alkaid's: the logic its RTL is written from
     if str(meta.get("compiler", "")).startswith("alkaid") and comb_file.is_file():
