@@ -84,9 +84,10 @@ def test_saturating_input_traced_by_alkaid_refused_by_da4ml(tmp_path):
     assert "\n" not in msg and "SAT overflow" in msg and "firmware.compiler: alkaid" in msg
     check_compiler_layers(trained.model, "tiny_sat", "alkaid")  # no error: alkaid traces it
 
-    first = next(q for q in trained.model.layers if hasattr(q, "quantizer"))
-    k, i, f = (int(np.max(np.asarray(v))) for v in first.quantizer.kif)
-    out_of_range = np.abs(x) >= 2.0 ** i
+    first = next(layer for layer in trained.model.layers if getattr(layer, "enable_iq", False))
+    assert first.iq.quantizer.overflow_mode == "SAT"
+    int_bits = np.asarray(first.iq.quantizer.kif[1]).reshape(-1)
+    out_of_range = np.abs(x) >= 2.0 ** int_bits
     assert out_of_range.mean() > 0.05  # the events exercise saturation, not only the in-range path
     project, levels, _ = _build_and_verify(trained, x, tmp_path)
     assert "saturates or rounds half to even in the firmware" in project.info["input_port"]
