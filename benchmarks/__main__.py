@@ -27,6 +27,7 @@ def all_groups() -> dict[str, Group]:
     """The benchmark groups, in run order (build first: verify and memory reuse its project)."""
     from .build_time import build_group, memory_group
     from .byo_import import byo_group
+    from .compilers import compilers_group
     from .csim_compile import compile_group
     from .firmware_quality import quality_group
     from .keras_backend import keras_group
@@ -39,7 +40,7 @@ def all_groups() -> dict[str, Group]:
     return {"build": build_group, "verify": verify_group, "csim_compile": compile_group, "memory": memory_group,
             "quality": quality_group, "keras_backend": keras_group, "scan": scan_group, "training": training_group,
             "kinds": kinds_group,
-            "byo": byo_group, "peer_models": peer_group}
+            "byo": byo_group, "peer_models": peer_group, "compilers": compilers_group}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the benchmarks, print the table, write the JSON results")
     r.add_argument("--quick", action="store_true", help="small models and few epochs (< 3 min on 2 cores)")
     r.add_argument("--only", nargs="+", metavar="GROUP", help="run only these groups (build verify "
-                   "csim_compile memory quality keras_backend scan training kinds byo peer_models); verify and "
-                   "csim_compile need build; byo's hand-written row runs in "
+                   "csim_compile memory quality keras_backend scan training kinds byo peer_models compilers); "
+                   "verify and csim_compile need build; byo's hand-written row runs in "
                    "FASTML_QKERAS_PYTHON (default /tmp/venv-qkeras/bin/python)")
     r.add_argument("--tf-python", "--python", dest="tf_python",
                    help="interpreter with tensorflow+keras+hgq2 for the TensorFlow row (default: this one)")

@@ -209,7 +209,10 @@ class FirmwareConfig(StrictModel):
     tool_timeout_s: float = Field(3600, gt=0)
     # rtl backend
     flavor: Literal["verilog", "vhdl"] = "verilog"
-    latency_cutoff: float | None = Field(None, gt=0)  # da4ml delay units per pipeline stage; None: derived
+    # the rtl backend's compiler: da4ml 0.5 (default until alkaid is measured no worse on LUT: benchmarks/README.md) or
+    # alkaid (da4ml's successor: half-to-even rounding, saturation; QKeras models); other backends ignore it
+    compiler: Literal["da4ml", "alkaid"] = "da4ml"
+    latency_cutoff: float | None = Field(None, gt=0)  # delay units per stage (da4ml: adders; alkaid: ns); None: derived
     yosys: bool = True  # open-source synthesis estimate of the RTL (minutes for a design of 50k+ LUT)
     # conifer backend
     conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"

@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 NS_PER_DELAY_UNIT = 1.0
 
 
+def compiler_label() -> str:
+    """``"da4ml <version>"``: what produced a figure, for the report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"da4ml {version('da4ml')}"
+    except PackageNotFoundError:
+        return "da4ml"
+
+
 def latency_cutoff_for(fw: FirmwareConfig) -> tuple[float, str]:
     """The da4ml latency cutoff (delay units per stage) to pipeline with, and where it came from."""
     if fw.latency_cutoff is not None:
@@ -108,9 +118,10 @@ def pipeline(comb: Any, cutoff: float) -> Any:
 def pipeline_figures(pipe: Any, clock_period_ns: float, source: str) -> tuple[Resources, Latency]:
     """Cost (LUT), register bits (FF) and latency (stages, ns, II=1) of a da4ml pipeline."""
     cycles = len(pipe.solutions)
-    resources = Resources(lut=round(float(pipe.cost)), ff=int(pipe.reg_bits), dsp=0, bram=0,
+    label = compiler_label()
+    resources = Resources(lut=round(float(pipe.cost)), ff=int(pipe.reg_bits), dsp=0, bram=0, compiler=label,
                           note="da4ml cost model (adder bits), not synthesis")
-    latency = Latency(cycles=cycles, ns=cycles * clock_period_ns, ii=1, source=source)
+    latency = Latency(cycles=cycles, ns=cycles * clock_period_ns, ii=1, source=source, compiler=label)
     return resources, latency
 
 

@@ -129,6 +129,10 @@ class Backend(ABC):
             raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) cannot be built by "
                               f"{self.layer_tool} (firmware.backend {self.name!r}){hint}")
 
+    def layer_checker(self, cfg: BuildConfig) -> Callable[[Any, str], None]:
+        """``check_layers`` for ``cfg``'s firmware settings (a backend whose converter ``cfg`` selects overrides it)."""
+        return self.check_layers
+
     @abstractmethod
     def convert(self, trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
         """Write the project under ``project_dir / "firmware"`` and compile its simulations."""
@@ -213,7 +217,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
 
 def layer_check(cfg: BuildConfig) -> Callable[[Any, str], None]:
     """The recipe's backend's ``check_layers``: what ``fastml.models.train`` runs on a model it loads or rebuilds."""
-    return get_backend(cfg.firmware.backend).check_layers
+    return get_backend(cfg.firmware.backend).layer_checker(cfg)
 
 
 __all__ = ["Backend", "ExportContents", "FirmwareProject", "Simulator", "backend_names", "convert", "get_backend",

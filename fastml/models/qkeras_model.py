@@ -834,11 +834,10 @@ class QKerasModel(ModelKind):
     name = "qkeras"
     Section = QKerasSection
     layout = None
-    backends = ("hls4ml",)
-    backend_notes: ClassVar[dict[str, str]] = {
-        "rtl": "QKeras rounds half to even (tf.round); da4ml 0.5 rounds only by truncation or half up, so its RTL "
-               "could not reproduce QKeras exactly: use hls4ml",
-        "conifer": "conifer builds decision trees"}
+    # rtl: with firmware.compiler alkaid (half-to-even rounding, saturation); the rtl backend's layer check
+    # refuses da4ml 0.5 in one line (it rounds only by truncation or half up, so could not reproduce QKeras)
+    backends = ("hls4ml", "rtl")
+    backend_notes: ClassVar[dict[str, str]] = {"conifer": "conifer builds decision trees"}
     summary = "a QKeras .h5 model, rebuilt as an equal HGQ2 model with fixed quantisers (no TensorFlow)"
     section: QKerasSection
 

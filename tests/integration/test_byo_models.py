@@ -6,6 +6,7 @@ tests/fixtures/qkeras/make_fixtures.py). The fast refusals and rebuild checks ar
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,29 @@ def test_qonnx_recipe_firmware_matches_qonnx_execution(tmp_path: Path) -> None:
     assert report.verification["csim"].reference == "qonnx execute_onnx"
     with np.load(QONNX / "qonnx_mlp_golden.npz") as g, np.load(project / "model" / "verify_inputs.npz") as v:
         assert int(np.count_nonzero(v["y_ref"] != g["y"][: len(v["y_ref"])])) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("alkaid") is None, reason="not run: alkaid is not installed")
+def test_qkeras_to_verilog_through_alkaid_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
+    """The QKeras tagger with backend rtl, compiler alkaid (configs/byo_qkeras_rtl.yaml, yosys off to save minutes):
+    alkaid's emulator and verilator match the reference, and the reference is QKeras's own prediction."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "configs" / "byo_qkeras_rtl.yaml").read_text())
+    recipe["model"]["path"] = str(QKERAS / "qkeras_mlp.h5")
+    recipe["firmware"]["yosys"] = False
+    (tmp_path / "byo_qkeras_rtl.yaml").write_text(yaml.safe_dump(recipe))
+    from fastml.cli import main
+    from fastml.report import load_report
+
+    assert main(["build", str(tmp_path / "byo_qkeras_rtl.yaml"), "--output-dir", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    project = tmp_path / "out" / "byo_qkeras_rtl"
+    report = load_report(project)
+    for level in ("emulator", "rtl_sim"):
+        assert report.verification[level].mismatches == 0 and report.verification[level].samples == 10_000
+    assert report.resources["da4ml_estimate"].compiler.startswith("alkaid ")  # type: ignore[attr-defined]
+    y_qkeras, _ = _golden("qkeras_mlp")
+    with np.load(project / "model" / "verify_inputs.npz") as v:
+        assert int(np.count_nonzero(v["y_ref"] != y_qkeras[: len(v["y_ref"])])) == 0

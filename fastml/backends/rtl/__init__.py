@@ -1,4 +1,9 @@
-"""The ``rtl`` backend: an HGQ2 network straight to da4ml Verilog / VHDL, pipelined for the clock.
+"""The ``rtl`` backend: an HGQ2 network straight to Verilog / VHDL, pipelined for the clock.
+
+Its compiler is ``firmware.compiler``: da4ml 0.5 (the default) or alkaid (da4ml's successor; it also traces
+half-to-even rounding and saturation, so imported QKeras models and saturating inputs reach Verilog). The
+resource and latency keys stay ``da4ml_estimate`` / ``da4ml`` (the cost-model family budgets and baselines
+name); every figure carries ``compiler``, the compiler and version that produced it.
 
 =============  ==========================================================================
 ``convert``    da4ml trace, pipeline and RTL; the emulator and verilator simulation
@@ -18,9 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..._internal.da4ml import da4ml_takes, latency_cutoff_for, layer_costs
+from ..._internal import alkaid
+from ..._internal.da4ml import compiler_label, da4ml_takes, latency_cutoff_for, layer_costs
+from ..._internal.da4ml import untraceable_quantiser as da4ml_untraceable
 from ..._internal.vendor import SynthStep, flow_script
 from ..._internal.yosys import yosys_into_report
+from ...errors import ConfigError, FastmlError
+from ...models.imported import operations
 from ...report import NOT_RUN, Latency, Report, Resources
 from .. import Backend, ExportContents, FirmwareProject
 from .convert import convert as convert_rtl
@@ -49,6 +58,14 @@ class RtlBackend(Backend):
     def takes_operation(self, op: Any) -> bool:
         return da4ml_takes(op)
 
+    def layer_checker(self, cfg: BuildConfig) -> Callable[[Any, str], None]:
+        compiler = cfg.firmware.compiler
+
+        def check(model: Any, where: str) -> None:
+            check_compiler_layers(model, where, compiler)
+
+        return check
+
     def convert(self, trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> FirmwareProject:
         return convert_rtl(trained, cfg, project_dir)
 
@@ -60,6 +77,9 @@ class RtlBackend(Backend):
             project.path, fw.part, log_path=project.path.parent / "logs" / "yosys.log"), log)
 
     def layer_costs(self, project: FirmwareProject, trained: TrainedModel, cfg: BuildConfig) -> dict[str, Any]:
+        if cfg.firmware.compiler != "da4ml":  # the breakdown is da4ml's trace: it would describe other logic
+            return {"not_run": f"not run: per-layer costs come from da4ml's trace; this project was compiled by "
+                               f"{cfg.firmware.compiler}"}
         # the cutoff the project was pipelined with: the stages column then matches its pipeline (before retiming)
         cutoff = float(project.info.get("latency_cutoff") or latency_cutoff_for(cfg.firmware)[0])
         return layer_costs(trained.model, cutoff)
@@ -70,10 +90,12 @@ class RtlBackend(Backend):
         meta = rtl_metadata(project_dir / "firmware")
         clock = float(meta.get("clock_period_ns", fw.clock_period_ns))
         cycles = int(meta["latency"])
+        label = str(meta.get("compiler", compiler_label()))  # a project built before the key: da4ml
+        model_name = label.split()[0]
         report.resources["da4ml_estimate"] = Resources(
-            lut=round(float(meta["cost"])), ff=int(meta["reg_bits"]), dsp=0, bram=0,
-            note="da4ml cost model (adder bits), not synthesis")
-        report.set_latency(Latency(cycles=cycles, ns=cycles * clock, ii=1, source="da4ml"))
+            lut=round(float(meta["cost"])), ff=int(meta["reg_bits"]), dsp=0, bram=0, compiler=label,
+            note=f"{model_name} cost model (adder bits), not synthesis")
+        report.set_latency(Latency(cycles=cycles, ns=cycles * clock, ii=1, source="da4ml", compiler=label))
         notes["da4ml_estimate"] = "ok"
         if run_yosys:
             report.resources["yosys"] = rtl_yosys_resources(project_dir / "firmware", str(meta.get("part", fw.part)),
@@ -86,6 +108,9 @@ class RtlBackend(Backend):
         return notes
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
+        if _built_by_alkaid(project_dir / "firmware"):
+            diag.not_run = "the per-layer diagnosis re-traces with da4ml 0.5; not yet written for alkaid projects"
+            return
         diagnose_rtl(project_dir, x, diag)
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
@@ -93,6 +118,9 @@ class RtlBackend(Backend):
         return [SynthStep("vivado", ["-mode", "batch", "-source", tcl.name], tcl.parent, "synth_vivado.log")]
 
     def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
+        if _built_by_alkaid(project_dir / "firmware"):
+            return (f"{NOT_RUN}: the self-checking testbench reads da4ml 0.5's saved pipeline and bus layout; "
+                    "not yet written for alkaid projects")
         interface = write_testbench(project_dir / "firmware", x, reference)
         return (f"firmware/{TB_DIR}: {interface['events']} events, {interface['flavor']} testbench, "
                 f"{interface['differs_from_reference']} differ from the reference")
@@ -104,4 +132,31 @@ class RtlBackend(Backend):
         return (firmware_dir / METADATA_FILE).is_file()
 
 
-__all__ = ["RtlBackend"]
+def _built_by_alkaid(firmware_dir: Path) -> bool:
+    try:
+        return str(rtl_metadata(firmware_dir).get("compiler", "")).startswith("alkaid")
+    except (FastmlError, ValueError):
+        return False
+
+
+def check_compiler_layers(model: Any, where: str, compiler: str) -> None:
+    """One-line ``ConfigError`` naming the first layer or quantiser of ``model`` that ``compiler`` cannot build."""
+    if compiler == "alkaid":
+        try:
+            alkaid.version()
+        except FastmlError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        takes, why = alkaid.alkaid_takes, alkaid.untraceable_quantiser(model)
+    else:
+        takes, why = da4ml_takes, da4ml_untraceable(model)
+    for op in operations(model):
+        if not takes(op):
+            raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) cannot be built by {compiler} "
+                              f"(firmware.backend 'rtl', firmware.compiler {compiler!r})")
+    if why:
+        hint = ("; firmware.compiler: alkaid traces it" if compiler == "da4ml"
+                and alkaid.untraceable_quantiser(model) is None else "")
+        raise ConfigError(f"{where}: firmware.compiler {compiler!r} cannot build this model: {why}{hint}")
+
+
+__all__ = ["RtlBackend", "check_compiler_layers"]

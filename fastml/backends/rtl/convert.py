@@ -1,8 +1,9 @@
-"""RTL backend: an HGQ2 Keras model straight to da4ml Verilog / VHDL, pipelined for the clock.
+"""RTL backend: a Keras (HGQ2) model straight to Verilog / VHDL, pipelined for the clock.
 
-``convert`` traces the model with da4ml (bit-exact with the quantised Keras model), pipelines it with
-the latency cutoff of ``fastml._internal.da4ml.latency_cutoff_for`` (see that module for how the cutoff maps
-to ns), writes the RTL project into ``project_dir / "firmware"`` and, when ``verify.rtl_sim``,
+``convert`` traces the model with ``firmware.compiler`` (da4ml 0.5, the default, or alkaid: bit-exact with the
+quantised Keras model either way), pipelines it with that compiler's latency cutoff
+(``fastml._internal.da4ml.latency_cutoff_for`` / ``fastml._internal.alkaid.latency_cutoff_for``: each says how its
+cutoff maps to ns), writes the RTL project into ``project_dir / "firmware"`` and, when ``verify.rtl_sim``,
 compiles a verilator simulation of the generated RTL.
 """
 
@@ -14,15 +15,17 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..._internal.da4ml import latency_cutoff_for, pipeline, pipeline_figures, trace_keras
+from ..._internal import alkaid
+from ..._internal.da4ml import compiler_label, latency_cutoff_for, pipeline, pipeline_figures, trace_keras
 from ..._internal.tools import find_ghdl, verilator_env, verilator_version
 from ...errors import ToolError, UnsupportedLogic
-from ...report import NOT_RUN
+from ...report import NOT_RUN, Latency, Resources
 from .. import FirmwareProject
 from . import emulator as compiled_emulator
 from .estimate import RTL_TOP
@@ -51,13 +54,34 @@ def _io_too_wide(pipe: object) -> str | None:
     return None
 
 
-def _compile(rtl_model: object, log_path: Path, n_jobs: int) -> None:
+@contextlib.contextmanager
+def _process_env(env: dict[str, str]) -> Iterator[None]:
+    """``env`` overlaid on ``os.environ`` for the block: alkaid asks ``verilator --version`` through the process's
+    own PATH before it applies the environment it is given."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _compile(rtl_model: object, log_path: Path, n_jobs: int, alkaid_project: bool = False) -> None:
     """Verilate and build the simulation library; raises ``ToolError`` naming the log on failure."""
     env = verilator_env()
     env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} {_FAST_BUILD_MAKEFLAGS}".strip()
     buf = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(buf))
+            stack.enter_context(contextlib.redirect_stderr(buf))
+            if alkaid_project:
+                stack.enter_context(_process_env(env))
+                stack.enter_context(alkaid.verilator_flags_known(verilator_version(env)))
             rtl_model._compile(verbose=False, openmp=True, nproc=n_jobs, _env=env)  # type: ignore[attr-defined]
     except (RuntimeError, subprocess.CalledProcessError, OSError) as err:
         detail = buf.getvalue()
@@ -85,39 +109,16 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     ``ToolError`` (set ``verify.rtl_sim: false`` to skip on purpose). The simulators must be called
     before ``project_dir`` is moved (the simulation library reads its lookup-table files in place).
     """
-    from da4ml.codegen import RTLModel
-
     fw = cfg.firmware
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    comb = trace_keras(trained.model)
-    timings["trace"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    cutoff, cutoff_source = latency_cutoff_for(fw)
-    pipe = pipeline(comb, cutoff)
     firmware_dir = project_dir / "firmware"
     firmware_dir.mkdir(parents=True, exist_ok=True)
-    rtl_model = RTLModel(pipe, RTL_TOP, firmware_dir, flavor=fw.flavor, latency_cutoff=cutoff, print_latency=True,
-                         part_name=fw.part, clock_period=fw.clock_period_ns)
-    resources, latency = pipeline_figures(pipe, fw.clock_period_ns, "da4ml")
-    actual_cutoff = max(max(st.latency) / (i + 1) for i, st in enumerate(pipe.solutions))
-    rtl_model.write(metadata={"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns,
-                              "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source})
-    timings["write"] = time.perf_counter() - t0
-
+    if fw.compiler == "alkaid":
+        comb, rtl_model, resources, latency, info, too_wide = _write_alkaid(trained, cfg, firmware_dir, timings)
+    else:
+        comb, rtl_model, resources, latency, info, too_wide = _write_da4ml(trained, cfg, firmware_dir, timings)
     suffix = "v" if fw.flavor == "verilog" else "vhd"
-    info: dict[str, object] = {
-        "flavor": fw.flavor,
-        "top": RTL_TOP,
-        "part": fw.part,
-        "clock_period_ns": fw.clock_period_ns,
-        "latency_cutoff": cutoff,
-        "latency_cutoff_source": cutoff_source,
-        "max_delay_per_stage": float(actual_cutoff),  # da4ml delay units, after retiming
-        "combinational_delay": float(max(comb.latency)),
-        "sources": sorted(str(p.relative_to(project_dir)) for p in (firmware_dir / "src").rglob(f"*.{suffix}")),
-    }
+    info["sources"] = sorted(str(p.relative_to(project_dir)) for p in (firmware_dir / "src").rglob(f"*.{suffix}"))
     simulators = {"emulator": comb.predict}
 
     # The same traced logic as integer C++ (.emulator): bit-exact like the interpreter, without
@@ -126,6 +127,9 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     t0 = time.perf_counter()
     if not cfg.verify.compiled_emulator:
         info["compiled_emulator"] = f"{NOT_RUN}: verify.compiled_emulator is false"
+    elif fw.compiler == "alkaid":
+        info["compiled_emulator"] = (f"{NOT_RUN}: fastml's compiled emulator reads da4ml 0.5's operations; with "
+                                     "alkaid the emulator level is alkaid's own C++ interpreter already")
     else:
         try:
             emu = compiled_emulator.build(comb, firmware_dir / "compiled_emulator")
@@ -140,13 +144,14 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     if not cfg.verify.rtl_sim:
         info["rtl_sim"] = f"{NOT_RUN}: verify.rtl_sim is false"
     elif fw.flavor == "vhdl" and find_ghdl() is None:
-        info["rtl_sim"] = (f"{NOT_RUN}: da4ml verilates VHDL by converting it with ghdl, which is not installed "
-                           "(apt-get install ghdl), so the VHDL is unchecked beyond the emulator")
-    elif (too_wide := _io_too_wide(pipe)) is not None:
+        info["rtl_sim"] = (f"{NOT_RUN}: {fw.compiler} verilates VHDL by converting it with ghdl, which is not "
+                           "installed (apt-get install ghdl), so the VHDL is unchecked beyond the emulator")
+    elif too_wide is not None:
         info["rtl_sim"] = f"{NOT_RUN}: {too_wide}"
     else:
         t0 = time.perf_counter()
-        _compile(rtl_model, project_dir / "logs" / "verilator.log", n_jobs=min(os.cpu_count() or 2, 8))
+        _compile(rtl_model, project_dir / "logs" / "verilator.log", n_jobs=min(os.cpu_count() or 2, 8),
+                 alkaid_project=fw.compiler == "alkaid")
         timings["rtl_compile"] = time.perf_counter() - t0
         info["rtl_sim"] = verilator_version()
 
@@ -170,3 +175,77 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
                  for level in ("compiled_emulator", "rtl_sim") if level not in simulators},
         handle=rtl_model,
     )
+
+
+def _write_da4ml(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, timings: dict[str, float]
+                 ) -> tuple[Any, Any, Resources, Latency, dict[str, object], str | None]:
+    """da4ml 0.5: trace, pipeline, write; returns the logic, the RTL model, its figures, info, and why the
+    verilator simulation cannot carry its ports (or None)."""
+    from da4ml.codegen import RTLModel
+
+    fw = cfg.firmware
+    t0 = time.perf_counter()
+    comb = trace_keras(trained.model)
+    timings["trace"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cutoff, cutoff_source = latency_cutoff_for(fw)
+    pipe = pipeline(comb, cutoff)
+    rtl_model = RTLModel(pipe, RTL_TOP, firmware_dir, flavor=fw.flavor, latency_cutoff=cutoff, print_latency=True,
+                         part_name=fw.part, clock_period=fw.clock_period_ns)
+    resources, latency = pipeline_figures(pipe, fw.clock_period_ns, "da4ml")
+    actual_cutoff = max(max(st.latency) / (i + 1) for i, st in enumerate(pipe.solutions))
+    label = compiler_label()
+    rtl_model.write(metadata={"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns,
+                              "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source, "compiler": label})
+    timings["write"] = time.perf_counter() - t0
+    info: dict[str, object] = {
+        "compiler": label,
+        "flavor": fw.flavor,
+        "top": RTL_TOP,
+        "part": fw.part,
+        "clock_period_ns": fw.clock_period_ns,
+        "latency_cutoff": cutoff,
+        "latency_cutoff_source": cutoff_source,
+        "max_delay_per_stage": float(actual_cutoff),  # da4ml delay units, after retiming
+        "combinational_delay": float(max(comb.latency)),
+    }
+    return comb, rtl_model, resources, latency, info, _io_too_wide(pipe)
+
+
+def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, timings: dict[str, float]
+                  ) -> tuple[Any, Any, Resources, Latency, dict[str, object], str | None]:
+    """alkaid: trace (HGQ2's plugin), pipeline and write, as ``_write_da4ml``; settings in
+    ``fastml._internal.alkaid``."""
+    fw = cfg.firmware
+    t0 = time.perf_counter()
+    comb = alkaid.trace_keras(trained.model)
+    timings["trace"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cutoff, cutoff_source = alkaid.latency_cutoff_for(fw)
+    rtl_model = alkaid.rtl_model(comb, RTL_TOP, firmware_dir, fw, cutoff)
+    resources, latency = alkaid.rtl_figures(rtl_model, fw.clock_period_ns, "da4ml")
+    label = alkaid.compiler_label()
+    rtl_model.write(metadata={"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns,
+                              "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source, "compiler": label})
+    timings["write"] = time.perf_counter() - t0
+    written = rtl_model._comb  # the logic the RTL is written from (ternary adders fused), saved in model/
+    input_kif = alkaid.input_format(trained.model)
+    info: dict[str, object] = {
+        "compiler": label,
+        "flavor": fw.flavor,
+        "top": RTL_TOP,
+        "part": fw.part,
+        "clock_period_ns": fw.clock_period_ns,
+        "latency_cutoff": cutoff,
+        "latency_cutoff_source": cutoff_source,
+        # alkaid units (~ns): a stage's latencies count from the model input, so less its registered inputs'
+        "max_delay_per_stage": float(max(c.latency[1] - max(c.inp_latency, default=0.0)
+                                         for c in rtl_model.fsm.logic.values())),
+        "combinational_delay": float(max(comb.latency)),
+        "input_port": ("the first quantiser's format" if input_kif is None else
+                       f"(k, i, f) = {input_kif}: the first quantiser saturates or rounds half to even in the "
+                       "firmware (fastml._internal.alkaid.input_format)"),
+    }
+    return written, rtl_model, resources, latency, info, alkaid.io_too_wide(written)

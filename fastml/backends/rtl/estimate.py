@@ -29,7 +29,7 @@ def rtl_metadata(firmware_dir: Path) -> dict[str, Any]:
 
 
 def rtl_verilog_sources(firmware_dir: Path) -> list[Path]:
-    """The Verilog files of a da4ml project: ``src/*.v`` and the ``src/static/*.v`` primitives."""
+    """The Verilog files of a da4ml or alkaid project: ``src/*.v`` and the ``src/static/*.v`` primitives."""
     src = firmware_dir / "src"
     return sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v"))
 
@@ -45,16 +45,32 @@ def rtl_yosys_resources(firmware_dir: Path, part: str, log_path: Path | None = N
     top = str(meta.get("top", RTL_TOP))
     files = rtl_verilog_sources(firmware_dir)
     if files:
-        return yosys_resources(files, top, part, workdir=firmware_dir / "src" / "memfiles", log_path=log_path)
+        workdir = firmware_dir / "src" / "memfiles"
+        workdir.mkdir(exist_ok=True)  # alkaid writes its tables into the Verilog, and no such folder
+        return yosys_resources(files, top, part, workdir=workdir, log_path=log_path)
     pipe_file = firmware_dir / "model" / "pipeline.json"
-    if not pipe_file.is_file():
-        raise ToolError(f"{firmware_dir}: no Verilog sources and no model/pipeline.json to generate them from")
-    from da4ml.cmvm.types import Pipeline
-    from da4ml.codegen import RTLModel
+    comb_file = firmware_dir / "model" / "comb.json.gz"  # alkaid's: the logic its RTL is written from
+    if str(meta.get("compiler", "")).startswith("alkaid") and comb_file.is_file():
+        from alkaid.codegen import RTLModel as AlkaidRTLModel
+        from alkaid.types import CombLogic
+
+        def write_twin(folder: Path) -> None:
+            # the written logic has its ternary adders fused already; the same cutoff gives the same stages
+            AlkaidRTLModel(CombLogic.load(comb_file), folder, top, flavor="verilog", part_name=part,
+                           latency_cutoff=float(meta.get("latency_cutoff", -1)), ternary_fuse=False).write()
+    elif pipe_file.is_file():
+        from da4ml.cmvm.types import Pipeline
+        from da4ml.codegen import RTLModel
+
+        def write_twin(folder: Path) -> None:
+            RTLModel(Pipeline.load(str(pipe_file)), top, folder, flavor="verilog", part_name=part).write()
+    else:
+        raise ToolError(f"{firmware_dir}: no Verilog sources and no model/pipeline.json or comb.json.gz to "
+                        "generate them from")
 
     with tempfile.TemporaryDirectory(prefix="fastml-vtwin-") as tmp:
-        RTLModel(Pipeline.load(str(pipe_file)), top, Path(tmp), flavor="verilog", part_name=part).write()
+        write_twin(Path(tmp))
         res = yosys_resources(rtl_verilog_sources(Path(tmp)), top, part, workdir=Path(tmp) / "src" / "memfiles",
                               log_path=log_path)
-    res.note = "synthesised from the Verilog twin of the same da4ml pipeline (yosys reads no VHDL)"  # type: ignore[attr-defined]
+    res.note = "synthesised from the Verilog twin of the same pipeline (yosys reads no VHDL)"  # type: ignore[attr-defined]
     return res
