@@ -31,7 +31,7 @@ from ..._internal.yosys import yosys_into_report
 from ...errors import ConfigError, FastmlError
 from ...models.imported import operations
 from ...report import NOT_RUN, Latency, Report, Resources
-from .. import Backend, ExportContents, FirmwareProject
+from .. import Backend, ExportContents, FirmwareProject, backend_names, get_backend
 from .convert import convert as convert_rtl
 from .diagnose import diagnose_rtl
 from .estimate import METADATA_FILE, rtl_metadata, rtl_yosys_resources
@@ -151,8 +151,12 @@ def check_compiler_layers(model: Any, where: str, compiler: str) -> None:
         takes, why = da4ml_takes, da4ml_untraceable(model)
     for op in operations(model):
         if not takes(op):
+            able = [b for n in backend_names() if n != "rtl" and "network" in (b := get_backend(n)).families
+                    and b.takes_operation(op)]
+            hint = (f"; firmware.backend {able[0].name!r} ({able[0].layer_tool}) can build it" if able
+                    else "; no fastml backend can build it")
             raise ConfigError(f"{where}: layer {op.name!r} ({type(op).__name__}) cannot be built by {compiler} "
-                              f"(firmware.backend 'rtl', firmware.compiler {compiler!r})")
+                              f"(firmware.backend 'rtl', firmware.compiler {compiler!r}){hint}")
     if why:
         hint = ("; firmware.compiler: alkaid traces it" if compiler == "da4ml"
                 and alkaid.untraceable_quantiser(model) is None else "")
