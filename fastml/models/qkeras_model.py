@@ -39,8 +39,9 @@ cannot be folded exactly (QKeras computes it in float32), float layers with weig
 activations other than ReLU inside the network, ``model.keep_softmax: true`` (not built for QKeras models yet),
 branching graphs.
 
-Backend: hls4ml only. QKeras rounds half to even; da4ml 0.5 (the rtl backend) rounds only by truncation
-or half up, so its RTL could not reproduce QKeras on ties.
+Backends: hls4ml, and rtl with ``firmware.compiler: alkaid``. QKeras rounds half to even; da4ml 0.5 (the rtl
+backend's default compiler) rounds only by truncation or half up, so its RTL could not reproduce QKeras on ties
+(the rtl layer check refuses it in one line, naming alkaid).
 """
 
 from __future__ import annotations
