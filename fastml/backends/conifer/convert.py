@@ -331,6 +331,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
         info["precision_source"] = "the recipe (firmware.precision)" + _versus_file(precision, file_types)
     timings["precision_search"] = round(time.perf_counter() - t0, 3)
     info["precision"] = precision.to_dict()
+    if not all(t.default_modes for t in (precision.input, precision.threshold, precision.weight, precision.score)):
+        info["quantisation"] = "each type's own quantisation and overflow modes (see precision), as in ap_types"
 
     # conifer's HLS reduces the trees' scores pairwise, its cpp backend with std::accumulate: with a
     # saturating score type the order changes the bits
