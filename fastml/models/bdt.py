@@ -124,7 +124,11 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
         ensemble, library = model.ensemble, str(model.ensemble["library"])
     else:
         library = "xgboost" if _is_xgboost(model) else "sklearn"
-        ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
+        try:
+            ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
+        except ConfigError as err:  # say which file, when it was loaded
+            where = f"{cfg.source_path}: key 'model.load': {bc.load}: " if bc.load else ""
+            raise ConfigError(f"{where}{err}") from None
     if ensemble["n_features"] != data.n_features:
         raise ConfigError(f"{cfg.source_path}: key 'model.load': the model has {ensemble['n_features']} features, "
                           f"the data has {data.n_features}")
@@ -211,8 +215,12 @@ def load_model(cfg: BuildConfig) -> Any:
         if not bc.trust_pickle:
             raise ConfigError(f"{where}: refusing to load pickle {path.name} (a pickle can run arbitrary code); "
                               "set model.trust_pickle: true if you trust its origin, or save it as .skops/.json")
-        with path.open("rb") as f:
-            model = pickle.load(f)  # the user opted in with trust_pickle
+        try:
+            with path.open("rb") as f:
+                model = pickle.load(f)  # the user opted in with trust_pickle
+        except Exception as err:  # a truncated file, a class from a package not installed, ...
+            raise ConfigError(f"{where}: {path.name} could not be unpickled ({type(err).__name__}: "
+                              f"{tool_message(err)})") from None
     elif suffix == ".skops":
         model = _load_skops(path, where)
     else:
@@ -230,7 +238,11 @@ def _load_skops(path: Path, where: str) -> Any:
         import skops.io as sio
     except ImportError:
         raise ConfigError(f"{where}: {path.name} needs the 'skops' package, which is not installed") from None
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as err:  # not a skops archive
+        raise ConfigError(f"{where}: {path.name} is not a readable skops file ({type(err).__name__}: "
+                          f"{tool_message(err)})") from None
     foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
     if foreign:
         raise ConfigError(f"{where}: {path.name} contains types outside scikit-learn/numpy: {', '.join(foreign)}")

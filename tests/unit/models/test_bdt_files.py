@@ -158,3 +158,17 @@ def test_onnx_refusals_are_one_line(tmp_path: Path) -> None:
     if network.is_file():
         msg = _refusal(tmp_path, "net.onnx", network.read_bytes())
         assert "no TreeEnsembleClassifier" in msg and "Gemm" in msg and "qonnx" in msg
+
+
+def test_broken_pickle_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x04garbage")
+    cfg = parse_config({"name": "t", "model": {"kind": "bdt", "load": "m.pkl", "trust_pickle": True},
+                        "firmware": {"backend": "conifer"}}, tmp_path / "recipe.yaml")
+    with pytest.raises(ConfigError, match=r"m\.pkl could not be unpickled") as err:
+        load_model(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_broken_skops_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("skops")
+    assert "not a readable skops file" in _refusal(tmp_path, "m.skops", b"not a zip archive")
