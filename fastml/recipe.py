@@ -216,7 +216,9 @@ class FirmwareConfig(StrictModel):
     yosys: bool = True  # open-source synthesis estimate of the RTL (minutes for a design of 50k+ LUT)
     # conifer backend
     conifer_backend: Literal["xilinxhls", "vhdl", "cpp"] = "xilinxhls"
-    precision: str = "auto"  # ap_fixed<W,I> for inputs/thresholds/scores, or "auto" (search)
+    # ap_[u]fixed<W,I[,Q,O]> for inputs/thresholds/scores, or "auto": the precision saved in a loaded model file
+    # (conifer JSON: what the experiment ships), else the narrowest within the allowed accuracy loss (search)
+    precision: str = "auto"
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -7,6 +7,12 @@ xgboost it is read from the model's JSON (not conifer's converter), because coni
 parses thresholds from xgboost's text dump (rounded to ~8 digits, so a value exactly on a float32
 threshold can take the wrong branch) and takes the logit of xgboost 3's multi-class ``base_score``
 (which is already a margin), giving NaN.
+
+``model.load`` also reads ensembles as the field ships them (``bdt_files``): conifer's own model JSON
+(recognised by content; its saved precision becomes ``TrainedBDT.file_precision``, which the conifer
+backend honours under ``firmware.precision: auto``) and ONNX-ML ``TreeEnsembleClassifier`` files through
+conifer's ONNX converter. Their ``predict_float`` is the margin: the ensemble in double precision (conifer
+JSON) or the ONNX node evaluated by ONNX-ML's rules; a post-transform (LOGISTIC) is not in the firmware.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ from pydantic import Field
 
 from ..errors import ConfigError, DataError
 from .base import ModelKind, ModelSection, TrainedModel
+from .bdt_files import (
+    LoadedEnsemble,
+    conifer_json_ensemble,
+    is_conifer_json,
+    not_a_model_json,
+    onnx_ensemble,
+    read_json,
+    tool_message,
+)
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -41,7 +56,7 @@ class BDTSection(ModelSection):
     n_estimators: int = Field(40, gt=0, le=5000)
     max_depth: int = Field(3, gt=0, le=16)
     learning_rate: float = Field(0.3, gt=0, le=1)
-    load: str | None = None  # a saved model, relative to the recipe
+    load: str | None = None  # a saved model (xgboost, conifer JSON, ONNX-ML, sklearn), relative to the recipe
     trust_pickle: bool = False  # a pickle can run arbitrary code: loading one needs this opt-in
 
 
@@ -74,14 +89,20 @@ class BDT(ModelKind):
 class TrainedBDT(TrainedModel):
     """A ``TrainedModel`` (kind "bdt") plus what the conifer backend needs.
 
-    ``ensemble``: conifer ensembleDict; ``library``: "xgboost" | "sklearn"; ``validation``: the validation
-    split (x, y) used for the precision search and ``class_names`` (neither is serialised into reports).
+    ``ensemble``: conifer ensembleDict; ``library``: "xgboost" | "sklearn" | the loaded file's library
+    ("conifer", "onnx", or what a conifer JSON names); ``validation``: the validation split (x, y) used for
+    the precision search and ``class_names`` (neither is serialised into reports); ``file_precision``: the
+    conifer precision saved in a loaded model file (``input``, ``threshold``, ``weight``, ``score``: type
+    strings as written there), None when the file has none; ``output_note``: what the firmware's output is
+    when the file's model goes further (an ONNX post-transform), else "".
     """
 
     ensemble: dict[str, Any] = field(default_factory=dict)
     library: str = "xgboost"
     validation: tuple[np.ndarray, np.ndarray] | None = None
     class_names: tuple[str, ...] = ()
+    file_precision: dict[str, str] | None = None
+    output_note: str = ""
 
 
 def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
@@ -99,8 +120,15 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
         model, how = _fit_xgboost(cfg, data), "trained"
     else:
         model, how = _fit_sklearn(cfg, data), "trained"
-    library = "xgboost" if _is_xgboost(model) else "sklearn"
-    ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
+    if isinstance(model, LoadedEnsemble):
+        ensemble, library = model.ensemble, str(model.ensemble["library"])
+    else:
+        library = "xgboost" if _is_xgboost(model) else "sklearn"
+        try:
+            ensemble = xgboost_ensemble(model) if library == "xgboost" else sklearn_ensemble(model)
+        except ConfigError as err:  # say which file, when it was loaded
+            where = f"{cfg.source_path}: key 'model.load': {bc.load}: " if bc.load else ""
+            raise ConfigError(f"{where}{err}") from None
     if ensemble["n_features"] != data.n_features:
         raise ConfigError(f"{cfg.source_path}: key 'model.load': the model has {ensemble['n_features']} features, "
                           f"the data has {data.n_features}")
@@ -117,10 +145,16 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
     }
     if not bc.load:
         selection.update(n_estimators=bc.n_estimators, learning_rate=bc.learning_rate)
+    loaded = model if isinstance(model, LoadedEnsemble) else None
+    if loaded:
+        selection.update(form=loaded.form, **loaded.notes)
+        if loaded.precision:
+            selection["file_precision"] = loaded.precision
     return TrainedBDT(kind="bdt", family="trees", model=model, predict_quantized=predict, predict_float=predict,
                       n_classes=data.n_classes, selection=selection, wall_s=time.perf_counter() - t0,
                       ensemble=ensemble, library=library, validation=(data.x_val, data.y_val),
-                      class_names=tuple(data.class_names))
+                      class_names=tuple(data.class_names), file_precision=loaded.precision if loaded else None,
+                      output_note=loaded.notes.get("output", "") if loaded else "")
 
 
 def _fit_xgboost(cfg: BuildConfig, data: Dataset) -> Any:
@@ -148,10 +182,12 @@ def _fit_sklearn(cfg: BuildConfig, data: Dataset) -> Any:
 
 
 def load_model(cfg: BuildConfig) -> Any:
-    """Read ``model.load``: ``.json`` / ``.ubj`` (xgboost), ``.skops``, or a pickle if ``trust_pickle``.
+    """Read ``model.load``: ``.json`` (xgboost or conifer model JSON, told apart by content), ``.ubj``
+    (xgboost), ``.onnx`` (ONNX-ML tree ensemble, a ``LoadedEnsemble``), ``.skops``, or a pickle if
+    ``trust_pickle``.
 
-    Raises ``ConfigError`` (one line naming the key) for an unknown suffix, an untrusted pickle, or a
-    file that does not hold a supported ensemble.
+    Raises ``ConfigError`` (one line naming the key and the file) for an unknown suffix, an untrusted pickle,
+    or a file that does not hold a supported ensemble; never a third-party traceback or log prefix.
     """
     bc = cfg.model
     assert bc.load is not None
@@ -160,24 +196,37 @@ def load_model(cfg: BuildConfig) -> Any:
     if not path.is_file():
         raise ConfigError(f"{where}: file {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix == ".json":
+        doc = read_json(path, where)
+        if is_conifer_json(doc):
+            return conifer_json_ensemble(doc, path, where)
+        if not (isinstance(doc, dict) and "learner" in doc):
+            raise not_a_model_json(path, where, doc)
     if suffix in (".json", ".ubj"):
         import xgboost as xgb
 
         try:
             return xgb.Booster(model_file=str(path))
         except xgb.core.XGBoostError as err:
-            raise ConfigError(f"{where}: {path.name} is not an xgboost model ({str(err).splitlines()[0]})") from None
+            raise ConfigError(f"{where}: {path.name} is not a readable xgboost model ({tool_message(err)})") from None
+    if suffix == ".onnx":
+        return onnx_ensemble(path, where)
     if suffix in _PICKLE_SUFFIXES:
         if not bc.trust_pickle:
             raise ConfigError(f"{where}: refusing to load pickle {path.name} (a pickle can run arbitrary code); "
                               "set model.trust_pickle: true if you trust its origin, or save it as .skops/.json")
-        with path.open("rb") as f:
-            model = pickle.load(f)  # the user opted in with trust_pickle
+        try:
+            with path.open("rb") as f:
+                model = pickle.load(f)  # the user opted in with trust_pickle
+        except Exception as err:  # a truncated file, a class from a package not installed, ...
+            raise ConfigError(f"{where}: {path.name} could not be unpickled ({type(err).__name__}: "
+                              f"{tool_message(err)})") from None
     elif suffix == ".skops":
         model = _load_skops(path, where)
     else:
-        raise ConfigError(f"{where}: unsupported model file {path.name}; expected .json or .ubj (xgboost), "
-                          ".skops, or .pkl/.pickle/.joblib (with trust_pickle: true)")
+        raise ConfigError(f"{where}: unsupported model file {path.name}; expected .json (xgboost or conifer model "
+                          "JSON), .ubj (xgboost), .onnx (ONNX-ML tree ensemble), .skops, or .pkl/.pickle/.joblib "
+                          "(with trust_pickle: true)")
     if not (_is_xgboost(model) or type(model).__name__ == "GradientBoostingClassifier"):
         raise ConfigError(f"{where}: {path.name} holds a {type(model).__name__}; expected an xgboost model "
                           "or a scikit-learn GradientBoostingClassifier")
@@ -189,7 +238,11 @@ def _load_skops(path: Path, where: str) -> Any:
         import skops.io as sio
     except ImportError:
         raise ConfigError(f"{where}: {path.name} needs the 'skops' package, which is not installed") from None
-    untrusted = sio.get_untrusted_types(file=path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as err:  # not a skops archive
+        raise ConfigError(f"{where}: {path.name} is not a readable skops file ({type(err).__name__}: "
+                          f"{tool_message(err)})") from None
     foreign = [t for t in untrusted if not t.startswith(("sklearn.", "numpy."))]
     if foreign:
         raise ConfigError(f"{where}: {path.name} contains types outside scikit-learn/numpy: {', '.join(foreign)}")
@@ -205,7 +258,14 @@ def _booster(model: Any) -> Any:
 
 
 def margin_fn(model: Any) -> Any:
-    """``x -> margins`` of shape (n, n_outputs) for an xgboost or sklearn ensemble."""
+    """``x -> margins`` of shape (n, n_outputs) for an xgboost or sklearn ensemble or a ``LoadedEnsemble``."""
+    if isinstance(model, LoadedEnsemble):
+        evaluate = model.margin or TreeEnsemble(model.ensemble).float_decision_function
+
+        def predict_loaded(x: np.ndarray) -> np.ndarray:
+            return np.asarray(evaluate(np.asarray(x)), np.float64).reshape(len(x), -1)
+
+        return predict_loaded
     if _is_xgboost(model):
         import xgboost as xgb
 

@@ -1,7 +1,8 @@
 """conifer backend: a BDT becomes an HLS (``xilinxhls``), ``vhdl`` or ``cpp`` conifer project.
 
-``convert`` chooses the fixed-point precision (``firmware.precision``, or the narrowest within the
-allowed accuracy loss), writes the conifer project into ``project_dir/"firmware"``, compiles its C++
+``convert`` chooses the fixed-point precision (``firmware.precision``; under ``auto``, the precision saved
+in a loaded model file when it has one, because that is what the experiment ships, else the narrowest
+within the allowed accuracy loss), writes the conifer project into ``project_dir/"firmware"``, compiles its C++
 emulation (``xilinxhls``, ``cpp``: level ``csim``) and returns the NumPy fixed-point reference
 (``fastml.fixed_point``) that the emulation must match exactly. The VHDL backend has no C++
 emulation; its ``rtl_sim`` level runs only where conifer finds a VHDL simulator (xsim, GHDL, ModelSim),
@@ -30,7 +31,7 @@ from ...metrics import accuracy, roc_auc_per_class
 from ...models.bdt import sklearn_ensemble, xgboost_ensemble
 from ...report import Latency, Resources
 from .. import FirmwareProject
-from .reference import MAX_WIDTH, APFixed, FixedPointEnsemble, Precision, integer_bits_for
+from .reference import MAX_WIDTH, APFixed, FixedPointEnsemble, Precision, SumOrder, integer_bits_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -158,18 +159,53 @@ def _explicit_precision(cfg: BuildConfig) -> Precision:
     try:
         t = APFixed.parse(cfg.firmware.precision)
     except ValueError as err:
-        raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': {err}; expected 'ap_fixed<W,I>' "
-                          f"(W <= {MAX_WIDTH}) or 'auto'") from None
-    if t.integer < 2:
+        raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': {err} (W <= {MAX_WIDTH}), or 'auto'") from None
+    if cfg.firmware.conifer_backend == "vhdl" and not t.default_modes:
+        raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': conifer's VHDL backend takes a signed "
+                          f"ap_fixed<W,I> with the default modes; got {t}")
+    if float(t.quantize(1.0)) != 1.0:
         raise ConfigError(f"{cfg.source_path}: key 'firmware.precision': conifer casts 1.0 (split weights, norm) "
-                          f"to this type, so it needs at least 2 integer bits; got {t}")
+                          f"to this type, so it must hold 1.0 (ap_fixed needs at least 2 integer bits); got {t}")
     return Precision.uniform(t)
+
+
+def _versus_file(precision: Precision, file_types: dict[str, str] | None) -> str:
+    """How the recipe's precision relates to the model file's, for the report."""
+    if not file_types:
+        return ""
+    try:
+        same = all(APFixed.parse(file_types[k]) == getattr(precision, k)
+                   for k in ("input", "threshold", "weight", "score"))
+    except ValueError:
+        same = False
+    return ", the same as the model file's" if same else ", instead of the model file's"
+
+
+def _file_precision(cfg: BuildConfig, types: dict[str, str], backend: str) -> Precision:
+    """The conifer precision saved in the model file, as conifer would build it; ``ConfigError`` where it cannot."""
+    where = f"{cfg.source_path}: key 'model.load'"
+    try:
+        parsed = {k: APFixed.parse(v) for k, v in types.items()}
+    except ValueError as err:
+        raise ConfigError(f"{where}: the model file's precision cannot be built bit-exactly ({err}); set "
+                          "firmware.precision to an ap_fixed<W,I> type") from None
+    weight = parsed["weight"] if parsed["weight"] != parsed["threshold"] else None
+    p = Precision(parsed["input"], parsed["threshold"], parsed["score"], weight)
+    if backend == "vhdl" and (len({p.input, p.threshold, p.score, p.weight}) > 1 or not p.input.default_modes):
+        raise ConfigError(f"{where}: the model file's precision ({', '.join(f'{k} {v}' for k, v in types.items())}) "
+                          "is not one signed ap_fixed<W,I>, the only form conifer's VHDL backend takes; use "
+                          "conifer_backend xilinxhls, or set firmware.precision")
+    if backend == "cpp" and p.input != p.threshold:
+        raise ConfigError(f"{where}: the model file's input precision {p.input} differs from its threshold precision "
+                          f"{p.threshold}, which conifer's cpp backend refuses; use conifer_backend xilinxhls, or set "
+                          "firmware.precision")
+    return p
 
 
 def _conifer_config(cfg: BuildConfig, backend: str, out_dir: Path, precision: Precision) -> dict[str, Any]:
     config: dict[str, Any] = {"Backend": backend, "ProjectName": _project_name(cfg.name), "OutputDir": str(out_dir),
                               "InputPrecision": str(precision.input), "ThresholdPrecision": str(precision.threshold),
-                              "ScorePrecision": str(precision.score)}
+                              "WeightPrecision": str(precision.weight), "ScorePrecision": str(precision.score)}
     if backend in ("xilinxhls", "vhdl"):
         config["XilinxPart"] = cfg.firmware.part
     if backend == "xilinxhls":
@@ -272,7 +308,15 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
                             "not_run": {}}
 
     t0 = time.perf_counter()
-    if cfg.firmware.precision.strip().lower() == "auto":
+    file_types: dict[str, str] | None = getattr(trained, "file_precision", None)
+    if file_types:
+        info["file_precision"] = file_types
+    if cfg.firmware.precision.strip().lower() == "auto" and file_types:
+        # what the experiment ships: the types saved with the model are the firmware, not a starting point
+        precision = _file_precision(cfg, file_types, backend)
+        info["precision_source"] = "the model file's conifer config (firmware.precision: auto keeps a file's precision)"
+    elif cfg.firmware.precision.strip().lower() == "auto":
+        info["precision_source"] = "search (firmware.precision: auto, and the model file carries no precision)"
         allowed = cfg.budgets.max_accuracy_drop if cfg.budgets.max_accuracy_drop is not None else DEFAULT_ALLOWED_LOSS
         result = search_precision(ref, x_val, y_val, float_val, allowed, uniform=backend == "vhdl",
                                   score_range=float(np.abs(float_val).max(initial=0.0)))
@@ -284,11 +328,27 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
                                     "target_met": result.met, "chosen": precision.to_dict(), "rows": result.rows}
     else:
         precision = _explicit_precision(cfg)
+        info["precision_source"] = "the recipe (firmware.precision)" + _versus_file(precision, file_types)
     timings["precision_search"] = round(time.perf_counter() - t0, 3)
     info["precision"] = precision.to_dict()
+    if not all(t.default_modes for t in (precision.input, precision.threshold, precision.weight, precision.score)):
+        info["quantisation"] = "each type's own quantisation and overflow modes (see precision), as in ap_types"
+
+    # conifer's HLS reduces the trees' scores pairwise, its cpp backend with std::accumulate: with a
+    # saturating score type the order changes the bits
+    order: SumOrder = "sequential" if backend == "cpp" else "balanced"
 
     def reference(x: np.ndarray) -> np.ndarray:
-        return ref.decision_function(x, precision)
+        return ref.decision_function(x, precision, order)
+
+    reference_name = "fixed-point reference"
+    output_note = getattr(trained, "output_note", "")
+    if output_note:
+        info["output"] = output_note
+        post = trained.selection.get("post_transform")
+        if post and post != "NONE":
+            reference_name = (f"fixed-point reference of the margin (the model's {post} post-transform is not in "
+                              "the firmware)")
 
     out_dir = Path(project_dir).resolve() / "firmware"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,5 +400,5 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
                                **float_agreement(float_val[:n_agree], fw_val, y_val[:n_agree], class_names)}
     timings["float_agreement"] = round(time.perf_counter() - t0, 3)
     return FirmwareProject(backend="conifer", path=out_dir, simulators=simulators, reference=reference,
-                           reference_name="fixed-point reference", latency=latency, resources=resources, info=info,
+                           reference_name=reference_name, latency=latency, resources=resources, info=info,
                            timings_s=timings, not_run=info["not_run"], handle=model)

@@ -22,9 +22,60 @@ def _stump_ensemble(threshold: float, convention: str, n_classes: int = 2) -> di
 def test_parse_and_format() -> None:
     t = APFixed.parse(" ap_fixed< 18 , 8 > ")
     assert (t.width, t.integer, t.frac, str(t)) == (18, 8, 10, "ap_fixed<18,8>")
-    for bad in ("ap_fixed<18>", "ap_ufixed<8,3>", "float", "ap_fixed<64,8>"):
+    u = APFixed.parse("ap_ufixed<9, 9, AP_RND_CONV, AP_SAT>")  # as conifer 1.6 writes a CMS model's Config
+    assert (u.signed, u.rounding, u.overflow, str(u)) == (False, "AP_RND_CONV", "AP_SAT",
+                                                          "ap_ufixed<9,9,AP_RND_CONV,AP_SAT>")
+    assert APFixed.parse(str(u)) == u and APFixed.parse("ap_fixed<8,3,AP_RND>").overflow == "AP_WRAP"
+    for bad in ("ap_fixed<18>", "float", "ap_fixed<64,8>", "ap_fixed<8,3,AP_ROUND>", "ap_fixed<8,3,AP_RND,AP_WRAP_SM>",
+                "ap_fixed<8,3,AP_RND,AP_SAT,2>"):
         with pytest.raises(ValueError):
             APFixed.parse(bad)
+
+
+@pytest.mark.parametrize("mode,expected", [
+    # values in LSBs: 2.5, 3.5, -2.5, -3.5, 2.25, -2.75
+    ("AP_TRN", [2, 3, -3, -4, 2, -3]),
+    ("AP_TRN_ZERO", [2, 3, -2, -3, 2, -2]),
+    ("AP_RND", [3, 4, -2, -3, 2, -3]),
+    ("AP_RND_ZERO", [2, 3, -2, -3, 2, -3]),
+    ("AP_RND_MIN_INF", [2, 3, -3, -4, 2, -3]),
+    ("AP_RND_INF", [3, 4, -3, -4, 2, -3]),
+    ("AP_RND_CONV", [2, 4, -2, -4, 2, -3]),
+])
+def test_rounding_modes_from_double_and_from_wider_codes(mode: str, expected: list[int]) -> None:
+    t = APFixed(10, 6, rounding=mode)  # LSB 1/16
+    lsbs = np.array([2.5, 3.5, -2.5, -3.5, 2.25, -2.75])
+    assert t.to_codes(lsbs / 16).tolist() == expected
+    # the same values as codes with 2 more fractional bits (a product, a wider sum) round the same way
+    assert t.from_codes((lsbs * 4).astype(np.int64), t.frac + 2).tolist() == expected
+
+
+def test_overflow_modes_and_unsigned() -> None:
+    x = np.array([300.0, -5.0, 511.0, 512.0, 7.5])
+    assert APFixed.parse("ap_ufixed<9,9,AP_RND_CONV,AP_SAT>").to_codes(x).tolist() == [300, 0, 511, 511, 8]
+    assert APFixed.parse("ap_ufixed<9,9>").to_codes(x).tolist() == [300, 507, 511, 0, 7]
+    s = APFixed(4, 4, overflow="AP_SAT")  # [-8, 7]
+    assert s.fit(np.array([9, -9, 3])).tolist() == [7, -8, 3]
+    assert APFixed(4, 4, overflow="AP_SAT_SYM").fit(np.array([-9])).tolist() == [-7]
+    assert APFixed(4, 4, overflow="AP_SAT_ZERO").to_codes([9.0, -3.0]).tolist() == [0, -3]
+
+
+def test_saturating_score_sum_follows_the_firmware_order() -> None:
+    """With AP_SAT the order of additions matters: HLS reduces the trees pairwise, conifer's cpp adds in turn."""
+    trees = [[{"feature": [-2], "threshold": [0.0], "value": [v], "children_left": [-1], "children_right": [-1],
+               "weight": [[0]]}] for v in (3.0, 3.0, -3.0)]
+    ens = {"n_classes": 2, "n_features": 1, "n_trees": 3, "max_depth": 0, "trees": trees, "init_predict": [1.0],
+           "norm": 1, "library": "test", "splitting_convention": "<"}
+    ref = FixedPointEnsemble(ens)
+    p = Precision.uniform(APFixed(4, 4, overflow="AP_SAT"))  # integers in [-8, 7]
+    x = np.zeros((1, 1))
+    # balanced: (3 + 3) + (-3) = 3, then 1 + 3 = 4; sequential: 1 + 3 = 4, 4 + 3 = 7 (saturates), 7 - 3 = 4
+    assert ref.decision_function(x, p, "balanced").tolist() == [[4.0]]
+    ens["trees"] = [trees[0], trees[0], trees[0], trees[2]]  # 3, 3, 3, -3
+    ref = FixedPointEnsemble(ens)
+    # balanced: (3 + 3) + (3 - 3) = 6, 1 + 6 = 7; sequential: 1+3=4, 7, 7 (saturated), 4
+    assert ref.decision_function(x, p, "balanced").tolist() == [[7.0]]
+    assert ref.decision_function(x, p, "sequential").tolist() == [[4.0]]
 
 
 def test_cast_truncates_towards_minus_infinity_and_wraps() -> None:
