@@ -14,6 +14,7 @@ import numpy as np
 
 from ...errors import FastmlError
 from .. import ExportContents
+from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
 from .testbench import INTERFACE_FILE, TB_DIR, read_interface, write_testbench
 
 #: Folders and files of ``firmware/`` an integrator gets: sources, lookup tables, constraints, vendor scripts,
@@ -37,7 +38,8 @@ def _ensure_testbench(project_dir: Path) -> None:
     except (OSError, KeyError, ValueError) as err:
         raise FastmlError(f"{events}: cannot read the verification events to write firmware/{TB_DIR} ({err}); "
                           "expected the x and y_ref arrays a build saves (rebuild the project)") from None
-    write_testbench(firmware, x, y_ref)
+    writer = write_alkaid_testbench if built_by_alkaid(firmware) else write_testbench
+    writer(firmware, x, y_ref)
 
 
 def _feature_names(project_dir: Path, n: int) -> list[str]:
