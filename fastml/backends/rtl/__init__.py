@@ -5,15 +5,15 @@ half-to-even rounding and saturation, so imported QKeras models and saturating i
 resource and latency keys stay ``da4ml_estimate`` / ``da4ml`` (the cost-model family budgets and baselines
 name); every figure carries ``compiler``, the compiler and version that produced it.
 
-=============  ==========================================================================
-``convert``    da4ml trace, pipeline and RTL; the emulator and verilator simulation
-``emulator``   the traced logic compiled to integer C++ (millions of events per second)
-``estimate``   da4ml's figures saved with the project, yosys on its Verilog; da4ml's cost per Keras layer
-``diagnose``   da4ml's per-operation interpreter, per Keras layer
-``testbench``  test vectors of the verification events and self-checking Verilog / VHDL testbenches
-``alkaid_testbench``  the same, read from an alkaid project's saved pipeline (``model/fsm.json.gz``)
-``export``     what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
-=============  ==========================================================================
+====================  ==========================================================================================
+``convert``           da4ml or alkaid trace, pipeline and RTL; the emulator and verilator simulation
+``emulator``          the traced logic compiled to integer C++ (millions of events per second)
+``estimate``          da4ml's figures saved with the project, yosys on its Verilog; da4ml's cost per Keras layer
+``diagnose``          da4ml's per-operation interpreter, per Keras layer
+``testbench``         test vectors of the verification events and self-checking Verilog / VHDL testbenches
+``alkaid_testbench``  the same for an alkaid project, read from its saved pipeline (``model/fsm.json.gz``)
+``export``            what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
+====================  ==========================================================================================
 
 Synthesis: da4ml's ``build_vivado_prj.tcl`` through Vivado (synthesis, place and route); stages do not apply.
 """

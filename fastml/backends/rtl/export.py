@@ -119,12 +119,15 @@ def simulate_lines(iface: dict[str, Any]) -> list[str]:
     """Simulator commands for the bundle's testbench, run from the bundle's top folder."""
     top = iface["top"]
     tb = f"../../{TB_DIR}/{top}_tb"
+    where_why = ("alkaid's RTL reads no files; the vector paths are relative to it"
+                 if str(iface.get("compiler") or "").startswith("alkaid")
+                 else "da4ml's lookup tables are read from there by name")
     lines = [
         f"`firmware/{TB_DIR}/` holds `inputs.hex` / `expected.hex` ({iface['events']} events the build verified bit "
         "for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
         f"`interface.json` and the self-checking testbench `{top}_tb`: it streams one event a clock, compares "
         f"`model_out` {iface['latency_cycles']} clocks later and ends with one `PASS` or `FAIL` line (FAIL exits "
-        f"non-zero). Run it from `{_RUN_DIR}` (da4ml's lookup tables are read from there by name):",
+        f"non-zero). Run it from `{_RUN_DIR}` ({where_why}):",
         "",
         "```sh",
         f"cd {_RUN_DIR}",
