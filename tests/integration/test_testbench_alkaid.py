@@ -5,6 +5,7 @@ Two tiny builds of the 16 -> 8 -> 5 HGQ2 MLP through alkaid (``build_model``, th
 Verilog without a verilator library (test_rtl_alkaid.py verilates alkaid's Verilog), and VHDL with it — alkaid's
 VHDL-2008 converted by ``ghdl synth`` and verilated, bit-exact against the quantised model. The exported bundle's
 testbench must say PASS on the vectors as exported and FAIL once one bit of one expected output is flipped.
+``fastml diagnose`` of the same project: no divergence as built, "saved logic" once its saved logic is edited.
 """
 
 from __future__ import annotations
@@ -188,3 +189,33 @@ def test_alkaid_ghdl_runs_the_vhdl_testbench_passes_and_fails_on_one_flipped_bit
     bad = _run([ghdl[0], "-r", *ghdl[1:], f"{TOP}_tb"], bad_root / "firmware" / "src" / "memfiles")
     assert bad.returncode != 0
     assert f"FAIL: {TOP}: 1 of {N_VERIFY} events mismatch" in _last_verdict(bad.stdout)
+
+
+# --- fastml diagnose on the same projects ---
+
+
+def test_alkaid_diagnose_correct_project_has_no_divergence(projects) -> None:
+    from fastml.diagnose import diagnose
+
+    diag = diagnose(projects["verilog"])
+    assert diag.not_run is None and diag.firmware.startswith("alkaid interpreter")
+    assert [(ly.name, ly.status) for ly in diag.layers] == [
+        ("dense_bn_0_iq", "match"), ("dense_bn_0_relu", "match"), ("logits_iq", "match"), ("logits", "match")]
+    assert diag.output_mismatches == 0 and diag.output_elements == N_VERIFY * 5 and diag.first_divergent_layer is None
+
+
+def test_alkaid_diagnose_names_edited_saved_logic(projects, tmp_path) -> None:
+    from alkaid.types import CombLogic
+
+    from fastml.diagnose import diagnose
+
+    project = tmp_path / "edited"
+    shutil.copytree(projects["verilog"], project)
+    path = project / "firmware" / "model" / "comb.json.gz"
+    comb = CombLogic.load(path)
+    comb._replace(out_shifts=[comb.out_shifts[0] + 1, *comb.out_shifts[1:]]).save(path)  # output 0 doubled
+    diag = diagnose(project)
+    assert all(ly.status == "match" for ly in diag.layers)  # the model's own trace is still right
+    assert diag.output_mismatches and diag.output_mismatches > 0
+    assert diag.first_divergent_layer == "saved logic" and diag.cause == "value"
+    assert "firmware/model/comb.json.gz" in (diag.hint or "")

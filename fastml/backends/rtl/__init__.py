@@ -12,6 +12,7 @@ name); every figure carries ``compiler``, the compiler and version that produced
 ``diagnose``          da4ml's per-operation interpreter, per Keras layer
 ``testbench``         test vectors of the verification events and self-checking Verilog / VHDL testbenches
 ``alkaid_testbench``  the same for an alkaid project, read from its saved pipeline (``model/fsm.json.gz``)
+``alkaid_diagnose``   ``diagnose`` for an alkaid project: alkaid's interpreter per Keras layer
 ``export``            what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
 ====================  ==========================================================================================
 
@@ -33,6 +34,7 @@ from ...errors import ConfigError, FastmlError
 from ...models.imported import operations
 from ...report import NOT_RUN, Latency, Report, Resources
 from .. import Backend, ExportContents, FirmwareProject, backend_names, get_backend
+from .alkaid_diagnose import diagnose_alkaid
 from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
 from .convert import convert as convert_rtl
 from .diagnose import diagnose_rtl
@@ -111,7 +113,7 @@ class RtlBackend(Backend):
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         if built_by_alkaid(project_dir / "firmware"):
-            diag.not_run = "the per-layer diagnosis re-traces with da4ml 0.5; not yet written for alkaid projects"
+            diagnose_alkaid(project_dir, x, diag)
             return
         diagnose_rtl(project_dir, x, diag)
 
