@@ -5,14 +5,16 @@ half-to-even rounding and saturation, so imported QKeras models and saturating i
 resource and latency keys stay ``da4ml_estimate`` / ``da4ml`` (the cost-model family budgets and baselines
 name); every figure carries ``compiler``, the compiler and version that produced it.
 
-=============  ==========================================================================
-``convert``    da4ml trace, pipeline and RTL; the emulator and verilator simulation
-``emulator``   the traced logic compiled to integer C++ (millions of events per second)
-``estimate``   da4ml's figures saved with the project, yosys on its Verilog; da4ml's cost per Keras layer
-``diagnose``   da4ml's per-operation interpreter, per Keras layer
-``testbench``  test vectors of the verification events and self-checking Verilog / VHDL testbenches
-``export``     what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
-=============  ==========================================================================
+====================  ==========================================================================================
+``convert``           da4ml or alkaid trace, pipeline and RTL; the emulator and verilator simulation
+``emulator``          the traced logic compiled to integer C++ (millions of events per second)
+``estimate``          da4ml's figures saved with the project, yosys on its Verilog; da4ml's cost per Keras layer
+``diagnose``          da4ml's per-operation interpreter, per Keras layer
+``testbench``         test vectors of the verification events and self-checking Verilog / VHDL testbenches
+``alkaid_testbench``  the same for an alkaid project, read from its saved pipeline (``model/fsm.json.gz``)
+``alkaid_diagnose``   ``diagnose`` for an alkaid project: alkaid's interpreter per Keras layer
+``export``            what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
+====================  ==========================================================================================
 
 Synthesis: da4ml's ``build_vivado_prj.tcl`` through Vivado (synthesis, place and route); stages do not apply.
 """
@@ -32,6 +34,8 @@ from ...errors import ConfigError, FastmlError
 from ...models.imported import operations
 from ...report import NOT_RUN, Latency, Report, Resources
 from .. import Backend, ExportContents, FirmwareProject, backend_names, get_backend
+from .alkaid_diagnose import diagnose_alkaid
+from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
 from .convert import convert as convert_rtl
 from .diagnose import diagnose_rtl
 from .estimate import METADATA_FILE, rtl_metadata, rtl_yosys_resources
@@ -108,8 +112,8 @@ class RtlBackend(Backend):
         return notes
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
-        if _built_by_alkaid(project_dir / "firmware"):
-            diag.not_run = "the per-layer diagnosis re-traces with da4ml 0.5; not yet written for alkaid projects"
+        if built_by_alkaid(project_dir / "firmware"):
+            diagnose_alkaid(project_dir, x, diag)
             return
         diagnose_rtl(project_dir, x, diag)
 
@@ -118,10 +122,9 @@ class RtlBackend(Backend):
         return [SynthStep("vivado", ["-mode", "batch", "-source", tcl.name], tcl.parent, "synth_vivado.log")]
 
     def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
-        if _built_by_alkaid(project_dir / "firmware"):
-            return (f"{NOT_RUN}: the self-checking testbench reads da4ml 0.5's saved pipeline and bus layout; "
-                    "not yet written for alkaid projects")
-        interface = write_testbench(project_dir / "firmware", x, reference)
+        firmware = project_dir / "firmware"
+        writer = write_alkaid_testbench if built_by_alkaid(firmware) else write_testbench
+        interface = writer(firmware, x, reference)
         return (f"firmware/{TB_DIR}: {interface['events']} events, {interface['flavor']} testbench, "
                 f"{interface['differs_from_reference']} differ from the reference")
 
@@ -130,13 +133,6 @@ class RtlBackend(Backend):
 
     def owns(self, firmware_dir: Path) -> bool:
         return (firmware_dir / METADATA_FILE).is_file()
-
-
-def _built_by_alkaid(firmware_dir: Path) -> bool:
-    try:
-        return str(rtl_metadata(firmware_dir).get("compiler", "")).startswith("alkaid")
-    except (FastmlError, ValueError):
-        return False
 
 
 def check_compiler_layers(model: Any, where: str, compiler: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ...errors import FastmlError
 from .. import ExportContents
+from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
 from .testbench import INTERFACE_FILE, TB_DIR, read_interface, write_testbench
 
 #: Folders and files of ``firmware/`` an integrator gets: sources, lookup tables, constraints, vendor scripts,
@@ -37,7 +38,8 @@ def _ensure_testbench(project_dir: Path) -> None:
     except (OSError, KeyError, ValueError) as err:
         raise FastmlError(f"{events}: cannot read the verification events to write firmware/{TB_DIR} ({err}); "
                           "expected the x and y_ref arrays a build saves (rebuild the project)") from None
-    write_testbench(firmware, x, y_ref)
+    writer = write_alkaid_testbench if built_by_alkaid(firmware) else write_testbench
+    writer(firmware, x, y_ref)
 
 
 def _feature_names(project_dir: Path, n: int) -> list[str]:
@@ -117,12 +119,15 @@ def simulate_lines(iface: dict[str, Any]) -> list[str]:
     """Simulator commands for the bundle's testbench, run from the bundle's top folder."""
     top = iface["top"]
     tb = f"../../{TB_DIR}/{top}_tb"
+    where_why = ("alkaid's RTL reads no files; the vector paths are relative to it"
+                 if str(iface.get("compiler") or "").startswith("alkaid")
+                 else "da4ml's lookup tables are read from there by name")
     lines = [
         f"`firmware/{TB_DIR}/` holds `inputs.hex` / `expected.hex` ({iface['events']} events the build verified bit "
         "for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
         f"`interface.json` and the self-checking testbench `{top}_tb`: it streams one event a clock, compares "
         f"`model_out` {iface['latency_cycles']} clocks later and ends with one `PASS` or `FAIL` line (FAIL exits "
-        f"non-zero). Run it from `{_RUN_DIR}` (da4ml's lookup tables are read from there by name):",
+        f"non-zero). Run it from `{_RUN_DIR}` ({where_why}):",
         "",
         "```sh",
         f"cd {_RUN_DIR}",
