@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .core import REPO_ROOT, Context, Row, not_run, run_child
 
 _STAGE_LOG = re.compile(r"^\[[\w.]+\] ")
@@ -70,9 +72,30 @@ class PeerOutcome:
         return list((((self.report or {}).get("model") or {}).get("selection") or {}).get("float_edges") or [])
 
 
-def run_recipe(recipe: Path, output_dir: Path, timeout_s: float = 1800, quick: bool = True) -> PeerOutcome:
-    """``fastml build <recipe>`` in a child process, its project under ``output_dir``."""
-    cmd = [sys.executable, "-m", "fastml", "build", str(recipe), "--no-progress", "--output-dir", str(output_dir)]
+def with_overrides(recipe: Path, overrides: dict[str, dict[str, Any]], folder: Path) -> Path:
+    """A copy of ``recipe`` in ``folder`` with ``overrides`` ({section: {key: value}}) applied, its file paths made
+    absolute (they are relative to the recipe's own folder)."""
+    raw = yaml.safe_load(recipe.read_text())
+    source = str(raw.get("data", {}).get("source", ""))
+    if source and ":" not in source.split("/")[0]:  # a file, not builtin:/openml:
+        raw["data"]["source"] = str((recipe.parent / source).resolve())
+    for key in ("path", "load"):
+        if key in raw.get("model", {}):
+            raw["model"][key] = str((recipe.parent / raw["model"][key]).resolve())
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / recipe.name
+    copy.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return copy
+
+
+def run_recipe(recipe: Path, output_dir: Path, timeout_s: float = 1800, quick: bool = True,
+               overrides: dict[str, dict[str, Any]] | None = None) -> PeerOutcome:
+    """``fastml build <recipe>`` in a child process, its project under ``output_dir`` (``overrides``: built from a
+    copy of the recipe with these keys changed)."""
+    built_from = with_overrides(recipe, overrides, output_dir / ".recipe") if overrides else recipe
+    cmd = [sys.executable, "-m", "fastml", "build", str(built_from), "--no-progress", "--output-dir", str(output_dir)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     child = run_child(cmd + (["--quick"] if quick else []), cwd=REPO_ROOT, env=env, timeout_s=timeout_s)
     outcome = PeerOutcome(recipe_id(recipe), child.returncode, child.wall_s, child.stderr)
