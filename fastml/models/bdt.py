@@ -79,6 +79,15 @@ class BDT(ModelKind):
         return train_bdt(cfg, data)
 
     def save(self, trained: TrainedModel, model_dir: Path) -> list[Path]:
+        """The trained xgboost model (``model.json``), or the loaded file as given (``source_model<suffix>``): the
+        project then rebuilds from what it holds."""
+        import shutil
+
+        source = Path(trained.selection.get("path", ""))
+        if trained.selection.get("load") and source.is_file():
+            target = model_dir / f"source_model{source.suffix.lower()}"
+            shutil.copyfile(source, target)
+            return [target]
         if hasattr(trained.model, "save_model"):  # xgboost
             trained.model.save_model(model_dir / "model.json")
             return [model_dir / "model.json"]
@@ -145,6 +154,8 @@ def train_bdt(cfg: BuildConfig, data: Dataset) -> TrainedBDT:
     }
     if not bc.load:
         selection.update(n_estimators=bc.n_estimators, learning_rate=bc.learning_rate)
+    else:
+        selection["path"] = str((cfg.config_dir / bc.load).resolve())
     loaded = model if isinstance(model, LoadedEnsemble) else None
     if loaded:
         selection.update(form=loaded.form, **loaded.notes)
