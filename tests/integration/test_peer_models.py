@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is a folder of the repo, not the package
 
-from benchmarks.peer_models import PEER_DIR, PeerOutcome, corpus_recipes, recipe_id, run_recipe
+from benchmarks.peer_models import OVERRIDES, PEER_DIR, PeerOutcome, corpus_recipes, recipe_id, run_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +57,6 @@ IMPORTED_FROM: dict[str, str] = {
     "hgq1_jet_classifier/recipe.yaml": "HGQ 1 proxy model (Keras 2 .h5)",
     "qkeras_3layer/recipe_json_weights.yaml": "QKeras",
     "qkeras_v3_3layer/recipe.yaml": "QKeras v3",
-}
-
-#: recipe -> keys changed for the test, and why (the README's table has the recipe's own build).
-OVERRIDES: dict[str, dict[str, dict[str, str]]] = {
-    # conifer's xilinxhls C-simulation of 180 unrolled trees takes g++ 9 min at -O0 and 34 min at conifer's -O3
-    # here; conifer's cpp emulation (the same file, precision and reference) compiles in under a minute
-    "bdt_cms_l1_hgcal_multiclass/recipe.yaml": {"firmware": {"conifer_backend": "cpp"}},
 }
 
 def _firmware(o: PeerOutcome) -> dict:
@@ -113,7 +106,7 @@ def _check(outcome: PeerOutcome, refusal: str | None) -> None:
 @needs_corpus
 @pytest.mark.parametrize("recipe", [recipe_id(r) for r in RECIPES] or ["none"])
 def test_corpus_recipe_outcome(recipe: str, tmp_path: Path) -> None:
-    outcome = run_recipe(PEER_DIR / recipe, tmp_path, timeout_s=1200, overrides=OVERRIDES.get(recipe))
+    outcome = run_recipe(PEER_DIR / recipe, tmp_path, timeout_s=1200, overrides=OVERRIDES.get(recipe, (None, ''))[0])
     _check(outcome, EXPECTED[recipe])
     if outcome.built and outcome.float_edges:  # the cost of every float edge is in the report
         assert outcome.accuracy("float") is not None and outcome.accuracy("quantized") is not None
