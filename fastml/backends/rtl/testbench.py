@@ -206,6 +206,101 @@ end architecture;
 """
 
 
+def cocotb_file(top: str) -> str:
+    """File name of the cocotb test module (not ``test_*.py``: pytest would collect it)."""
+    return f"cocotb_{top}.py"
+
+
+def _cocotb_test(top: str, n_events: int, latency: int, clock_ns: float) -> str:
+    period_ps = 2 * round(clock_ns * 1000 / 2)
+    return f'''"""cocotb 2 test of {top}, written by fastml: the check of {top}_tb.v in Python.
+
+Streams one event per clock (II=1) from {INPUTS_FILE}, compares model_out {latency} clocks later with
+{EXPECTED_FILE} (X/Z bits count as mismatches), prints up to {SHOWN_MISMATCHES} mismatches and one PASS/FAIL line;
+the cocotb test fails on any mismatch. Other vector files: plusargs +inputs=PATH +expected=PATH.
+
+Run it (cocotb 2.x with Icarus Verilog, as fastml's tests do; SIM names another simulator cocotb drives):
+
+    python {cocotb_file(top)} [BUILD_DIR]
+
+from anywhere: it compiles ../src/*.v ../src/static/*.v with {top} as the top level, runs the simulation in
+../src/memfiles (da4ml reads its lookup tables there by name) and exits non-zero on FAIL. BUILD_DIR (default
+$TMPDIR/{top}_cocotb) holds the simulator's build and results.xml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+TOP = "{top}"
+N_EVENTS = {n_events}
+LATENCY = {latency}  # clocks from the edge that takes an event to the one that outputs it
+PERIOD_PS = {period_ps}
+HERE = Path(__file__).resolve().parent
+
+
+def read_hex(path: Path) -> list[int]:
+    """Bus words of a vector file (``//`` header lines skipped)."""
+    return [int(s, 16) for s in (ln.strip() for ln in path.read_text().splitlines()) if s and not s.startswith("//")]
+
+
+@cocotb.test()
+async def matches_expected(dut) -> None:
+    inputs = read_hex(Path(cocotb.plusargs.get("inputs", HERE / "{INPUTS_FILE}")))
+    expected = read_hex(Path(cocotb.plusargs.get("expected", HERE / "{EXPECTED_FILE}")))
+    assert len(inputs) == len(expected) == N_EVENTS, "the vector files do not hold N_EVENTS events each"
+    Clock(dut.clk, PERIOD_PS, unit="ps").start(start_high=False)
+    errors = 0
+    dut.model_inp.value = inputs[0]
+    # Event `cycle` is taken on rising edge `cycle`; its output is registered on edge `cycle + LATENCY`.
+    # Inputs change and outputs are read on the falling edge in between: no race with the design.
+    for cycle in range(N_EVENTS + LATENCY):
+        await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        if cycle >= LATENCY:
+            event = cycle - LATENCY
+            got = dut.model_out.value
+            if not got.is_resolvable or got.to_unsigned() != expected[event]:
+                if errors < {SHOWN_MISMATCHES}:
+                    shown = f"{{got.to_unsigned():X}}" if got.is_resolvable else str(got)
+                    print(f"mismatch: event {{event}}: model_out {{shown}}, expected {{expected[event]:X}}", flush=True)
+                errors += 1
+        dut.model_inp.value = inputs[cycle + 1] if cycle + 1 < N_EVENTS else 0
+    if errors == 0:
+        print(f"PASS: {{TOP}}: {{N_EVENTS}} events, 0 mismatches (latency {{LATENCY}} clocks, II=1)", flush=True)
+    else:
+        print(f"FAIL: {{TOP}}: {{errors}} of {{N_EVENTS}} events mismatch (latency {{LATENCY}} clocks, II=1)",
+              flush=True)
+    assert errors == 0, f"{{errors}} of {{N_EVENTS}} events mismatch"
+
+
+def main() -> int:
+    from cocotb_tools.runner import get_results, get_runner
+
+    src = HERE.parent / "src"
+    build_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / f"{{TOP}}_cocotb"
+    build_dir = build_dir.resolve()
+    runner = get_runner(os.environ.get("SIM", "icarus"))
+    runner.build(sources=sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v")), hdl_toplevel=TOP,
+                 build_dir=build_dir, timescale=("1ns", "1ps"), always=True)
+    env = {{"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}}
+    results = runner.test(test_module=Path(__file__).stem, hdl_toplevel=TOP, build_dir=build_dir,
+                          test_dir=src / "memfiles", results_xml=str(build_dir / "results.xml"), extra_env=env)
+    n_tests, n_failed = get_results(results)
+    return 0 if n_tests == 1 and n_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
 def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | None = None) -> dict[str, Any]:
     """Write ``firmware_dir / "tb"`` for the events ``x`` (the build's verification events, scaled floats).
 
@@ -259,6 +354,8 @@ def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | N
     (tb / f"{top}_tb.v").write_text(_verilog_tb(top, n, latency, in_w, out_w, clock_ns))
     if flavor == "vhdl":
         (tb / f"{top}_tb.vhd").write_text(_vhdl_tb(top, n, latency, in_w, out_w, clock_ns))
+    else:  # cocotb's test drives the top itself: written for the simulators it is run with here (Verilog)
+        (tb / cocotb_file(top)).write_text(_cocotb_test(top, n, latency, clock_ns))
     interface = {
         "top": top, "flavor": flavor, "latency_cycles": latency, "ii": 1, "clock_period_ns": clock_ns,
         "part": meta.get("part"), "events": n, "differs_from_reference": differs,
@@ -271,5 +368,5 @@ def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | N
     return interface
 
 
-__all__ = ["Field", "bus_width", "fields_of", "hex_lines", "pack", "quantise", "read_hex", "read_interface",
-           "to_values", "unpack", "write_testbench"]
+__all__ = ["Field", "bus_width", "cocotb_file", "fields_of", "hex_lines", "pack", "quantise", "read_hex",
+           "read_interface", "to_values", "unpack", "write_testbench"]
