@@ -184,8 +184,8 @@ class Backend(ABC):
 
     def export(self, project_dir: Path) -> ExportContents:
         """The integrator's files of a built project; ``FastmlError`` (one line) where the backend has none."""
-        raise FastmlError(f"export: not run for backend {self.name} yet: only rtl (da4ml Verilog/VHDL) projects carry "
-                          f"an interface description and testbench to bundle ({project_dir})")
+        raise FastmlError(f"export: not run for backend {self.name} yet: it bundles rtl (da4ml Verilog/VHDL) projects "
+                          f"so far; the vectors and testbench a build wrote are under {project_dir}/firmware")
 
     def owns(self, firmware_dir: Path) -> bool:
         """Whether ``firmware_dir`` looks like this backend's output (for a project without ``report.json``)."""

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,50 @@ from fastml.verification import bit_exact_mismatches
 
 
 # ---------------------------------------------------------------- the main job, quick mode
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="not run: g++ not installed (apt-get install g++)")
+def test_hls4ml_c_testbench_runs_the_verified_events_and_fails_on_a_changed_value(quick_jet_build,
+                                                                                  tmp_path: Path) -> None:
+    """hls4ml's tb_data/ holds the build's verification events and reference outputs; the checking copy of its
+    <project>_test.cpp, compiled with g++ by the command fastml writes down, says PASS on a fresh copy of the
+    project, and FAIL (exit status 1) once one expected value is changed by one LSB-sized step."""
+    from fastml.backends.hls4ml.testbench import gxx_command
+
+    project, report = quick_jet_build
+    n = report.verification["csim"].samples
+    assert report.firmware["testbench"] == (f"firmware/tb_data: {n} events for hls4ml's jet_tagger_test.cpp; "
+                                            "firmware/tb/jet_tagger_check.cpp checks them")
+    saved = np.load(project / "model" / "verify_inputs.npz")
+    tb_data = project / "firmware" / "tb_data"
+    x = np.loadtxt(tb_data / "tb_input_features.dat", ndmin=2)
+    y = np.loadtxt(tb_data / "tb_output_predictions.dat", ndmin=2)
+    np.testing.assert_array_equal(x, np.asarray(saved["x"], np.float32).astype(np.float64))
+    np.testing.assert_array_equal(y, np.asarray(saved["y_ref"], np.float64))
+
+    fw = tmp_path / "jet_tagger" / "firmware"
+    shutil.copytree(project / "firmware", fw, ignore=shutil.ignore_patterns("*.so", "*.o", "*.log"))
+    iface = json.loads((fw / "tb" / "interface.json").read_text())
+    assert iface["command"] == gxx_command("jet_tagger") and iface["events"] == n
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", command], cwd=fw, capture_output=True, text=True, timeout=600)
+
+    ok = run(gxx_command("jet_tagger", str(tmp_path / "check")))  # compile and run
+    verdicts = [ln for ln in ok.stdout.splitlines() if ln.startswith(("PASS: ", "FAIL: "))]
+    assert ok.returncode == 0 and verdicts == [f"PASS: jet_tagger: {n} events, 0 mismatches (C simulation)"], \
+        ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert len((fw / "tb_data" / "csim_results.log").read_text().splitlines()) == n  # hls4ml's own output, too
+
+    lines = (fw / "tb_data" / "tb_output_predictions.dat").read_text().splitlines()
+    values = lines[5].split()
+    values[3] = repr(float(values[3]) + 2.0**-8)
+    lines[5] = " ".join(values)
+    (fw / "tb_data" / "tb_output_predictions.dat").write_text("\n".join(lines) + "\n")
+    bad = run(str(tmp_path / "check"))  # run again
+    assert bad.returncode == 1 and f"FAIL: jet_tagger: 1 of {n} events mismatch, {n} events read" in bad.stdout
+    assert "mismatch: event 5: output 3 " in bad.stdout
+
+
 @pytest.mark.slow
 def test_quick_jet_build_is_bit_exact(quick_jet_build) -> None:
     _, report = quick_jet_build

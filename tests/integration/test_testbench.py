@@ -9,6 +9,7 @@ one bit of one expected output is flipped — the proof that it can fail.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -263,6 +264,37 @@ def test_verilator_binary_passes_and_fails_on_one_flipped_bit(bundles, tmp_path)
     bad = _run([binary, "+verilator+quiet"], bad_root / "firmware" / "src" / "memfiles")
     assert bad.returncode != 0
     assert f"FAIL: {TOP}: 1 of {N_VERIFY} events mismatch" in _last_verdict(bad.stdout + bad.stderr)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
+                    reason="not run: iverilog not installed (apt-get install iverilog; scripts/bootstrap.sh does it)")
+def test_cocotb_test_passes_with_icarus_and_fails_on_one_flipped_bit(bundles, tmp_path) -> None:
+    """The generated cocotb 2 test, run as the integrator runs it (``python firmware/tb/cocotb_fastml_model.py``)."""
+    if importlib.util.find_spec("cocotb") is None or importlib.util.find_spec("cocotb_tools") is None:
+        pytest.skip("not run: cocotb 2 is not installed (pip install 'cocotb>=2,<3'; the dev extra has it)")
+    import sys
+
+    from fastml.backends.rtl.testbench import cocotb_file
+
+    # outside pytest's own environment: cocotb's runner changes how it exits when it sees PYTEST_CURRENT_TEST
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+    def run(root: Path, build: str) -> subprocess.CompletedProcess[str]:
+        script = root / "firmware" / "tb" / cocotb_file(TOP)
+        return subprocess.run([sys.executable, str(script), str(tmp_path / build)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=SIM_TIMEOUT_S)
+
+    ok = run(bundles["verilog"], "good")
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert _last_verdict(ok.stdout).startswith(f"PASS: {TOP}: {N_VERIFY} events, 0 mismatches"), ok.stdout[-3000:]
+
+    bad_root = tmp_path / "corrupt"
+    shutil.copytree(bundles["verilog"], bad_root)
+    _flip_one_expected_bit(bad_root)
+    bad = run(bad_root, "bad")
+    assert bad.returncode != 0
+    assert _last_verdict(bad.stdout).startswith(f"FAIL: {TOP}: 1 of {N_VERIFY} events mismatch"), bad.stdout[-3000:]
+    assert "mismatch: event 7:" in bad.stdout
 
 
 @pytest.mark.skipif(shutil.which("ghdl") is None,

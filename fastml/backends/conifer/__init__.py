@@ -5,6 +5,7 @@
 ``convert``    precision search, conifer project, its emulation compiled
 ``reference``  the ensemble evaluated in ``ap_fixed`` arithmetic, as conifer's firmware does
 ``estimate``   yosys on the VHDL project (through ``ghdl synth``)
+``testbench``  VHDL projects: test vectors of the verification events and a self-checking VHDL testbench
 =============  ==========================================================================
 
 Synthesis: ``build_hls.tcl`` (HLS tool, then ``vivado_synth.tcl`` for ``vsynth``) or, for VHDL, ``synth.tcl``
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING
 
 from ..._internal.vendor import SynthStep, flow_script, hls_step, opt_tcl
 from ..._internal.yosys import yosys_into_report
-from ...report import Report
+from ...report import NOT_RUN, Report
 from .. import Backend, FirmwareProject
 from .convert import convert as convert_trees
 from .estimate import conifer_vhdl_yosys_resources
+from .testbench import TB_DIR, TOP, VHDL_DIR, write_testbench
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +58,14 @@ class ConiferBackend(Backend):
         diag.not_run = ("conifer 1.11's emulations return only the summed scores (decision_function(trees=True) is "
                         "ignored by its cpp and xilinxhls writers), so per-tree values cannot be compared")
         diag.reference = "fixed-point reference (saved y_ref)"
+
+    def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
+        firmware = project_dir / "firmware"
+        if not (firmware / VHDL_DIR / f"{TOP}.vhd").is_file():
+            return (f"{NOT_RUN}: vectors and a self-checking testbench are written for conifer's VHDL projects "
+                    "(firmware.conifer_backend: vhdl); an HLS or C++ project has no RTL before the vendor tools")
+        interface = write_testbench(firmware, x, reference)
+        return f"firmware/{TB_DIR}: {interface['events']} events, vhdl testbench of {TOP}"
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         firmware = project_dir / "firmware"

@@ -5,6 +5,7 @@
 ``qonnx``                     hls4ml's QONNX front end for ``model.kind qonnx`` graphs
 ``csim_cache``, ``csim_split``  fastml's compile of hls4ml's sources: flags, parallel units, content-hash cache
 ``diagnose``                  the project's C++ with per-layer trace hooks
+``testbench``                 hls4ml's ``tb_data/`` of the verification events, a checking copy of its C testbench
 ============================  ==================================================================
 
 Estimates: ``da4ml_estimate`` of the same network as da4ml RTL (hls4ml writes no Verilog before Vitis HLS).
@@ -28,6 +29,7 @@ from .. import Backend, FirmwareProject
 from .convert import convert as convert_keras
 from .diagnose import diagnose_hls4ml
 from .qonnx import convert_qonnx
+from .testbench import TB_DATA, write_testbench
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,6 +94,16 @@ class Hls4mlBackend(Backend):
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         diagnose_hls4ml(project_dir, x, diag, y_saved)
+
+    def testbench(self, project_dir: Path, x: np.ndarray, reference: np.ndarray) -> str:
+        firmware = project_dir / "firmware"
+        tests = sorted(firmware.glob("*_test.cpp"))
+        if len(tests) != 1:
+            return f"{NOT_RUN}: expected one hls4ml <project>_test.cpp in {firmware}, found {len(tests)}"
+        project = tests[0].name.removesuffix("_test.cpp")
+        interface = write_testbench(firmware, project, x, reference)
+        return (f"firmware/{TB_DATA}: {interface['events']} events for hls4ml's {project}_test.cpp; "
+                f"firmware/{interface['checking_copy']} checks them")
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         want = set(stages)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FastmlError
+from .._testbench import vector_header
 from .estimate import rtl_metadata
 from .testbench import (
     EXPECTED_FILE,
@@ -37,7 +38,6 @@ from .testbench import (
     INTERFACE_FILE,
     TB_DIR,
     Field,
-    _header,
     _verilog_tb,
     _vhdl_tb,
     bus_width,
@@ -133,9 +133,10 @@ def write_alkaid_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndar
     in_w, out_w = bus_width(in_fields), bus_width(out_fields)
     n = len(x)
     (tb / INPUTS_FILE).write_text("\n".join(
-        _header(f"inputs of {top}", "model_inp", in_fields, n, top) + hex_lines(pack(in_ints, in_fields), in_w)) + "\n")
+        vector_header(f"inputs of {top}", "model_inp", in_fields, n, top)
+        + hex_lines(pack(in_ints, in_fields), in_w)) + "\n")
     (tb / EXPECTED_FILE).write_text("\n".join(
-        _header(f"expected outputs of {top}, {latency} clocks after each input", "model_out", out_fields, n, top)
+        vector_header(f"expected outputs of {top}, {latency} clocks after each input", "model_out", out_fields, n, top)
         + hex_lines(pack(out_ints, out_fields), out_w)) + "\n")
     # the shared testbenches say why they run in memfiles for da4ml; alkaid's RTL reads no files there
     why_dir = ("(da4ml's lookup tables are read from there)", "(alkaid's RTL reads no files; the paths are relative)")

@@ -15,7 +15,7 @@ import numpy as np
 from ...errors import FastmlError
 from .. import ExportContents
 from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
-from .testbench import INTERFACE_FILE, TB_DIR, read_interface, write_testbench
+from .testbench import INTERFACE_FILE, TB_DIR, cocotb_file, read_interface, write_testbench
 
 #: Folders and files of ``firmware/`` an integrator gets: sources, lookup tables, constraints, vendor scripts,
 #: the testbench. Left out: da4ml's verilator binder (``sim/``), its JSON logic (``model/``), fastml's
@@ -115,8 +115,9 @@ def interface_lines(iface: dict[str, Any], names: list[str], classes: list[str])
     return lines
 
 
-def simulate_lines(iface: dict[str, Any]) -> list[str]:
-    """Simulator commands for the bundle's testbench, run from the bundle's top folder."""
+def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
+    """Simulator commands for the bundle's testbench, run from the bundle's top folder (``cocotb``: the bundle has
+    the cocotb test too)."""
     top = iface["top"]
     tb = f"../../{TB_DIR}/{top}_tb"
     where_why = ("alkaid's RTL reads no files; the vector paths are relative to it"
@@ -151,6 +152,11 @@ def simulate_lines(iface: dict[str, Any]) -> list[str]:
             f"verilator --binary -Wno-fatal -CFLAGS -std=c++20 --top-module {top}_tb --Mdir /tmp/{top}_obj ../*.v "
             f"../static/*.v {tb}.v && /tmp/{top}_obj/V{top}_tb +verilator+quiet",
         ]
+        if cocotb:
+            lines += [
+                "# cocotb 2 (pip install 'cocotb>=2,<3'): the same check in Python, Icarus Verilog by default",
+                f"python ../../{TB_DIR}/{cocotb_file(top)} /tmp/{top}_cocotb",
+            ]
     lines += ["```"]
     return lines
 
@@ -173,4 +179,5 @@ def export_contents(project_dir: Path) -> ExportContents:
     lines = interface_lines(iface, _feature_names(project_dir, n["model_inp"]),
                             _class_names(project_dir, n["model_out"]))
     return ExportContents(files=files, interface=lines,
-                          simulate=simulate_lines(iface), dirs=(_RUN_DIR,))
+                          simulate=simulate_lines(iface, (firmware / TB_DIR / cocotb_file(iface["top"])).is_file()),
+                          dirs=(_RUN_DIR,))

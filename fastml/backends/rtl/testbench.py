@@ -31,143 +31,35 @@ or the generics ``INPUTS_FILE`` / ``EXPECTED_FILE`` (VHDL) point elsewhere.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...errors import FastmlError
+from .._testbench import (
+    EXPECTED_FILE,
+    INPUTS_FILE,
+    INTERFACE_FILE,
+    SHOWN_MISMATCHES,
+    TB_DIR,
+    VHDL_NEXT_WORD,
+    Field,
+    bus_width,
+    fields_of,
+    hex_bits,
+    hex_lines,
+    pack,
+    quantise,
+    read_hex,
+    read_interface,
+    to_values,
+    unpack,
+    vector_file,
+    vhdl_verdict,
+)
 from .diagnose import _load_saved_logic, _run_logic
-
-TB_DIR = "tb"
-INTERFACE_FILE = "interface.json"
-INPUTS_FILE = "inputs.hex"
-EXPECTED_FILE = "expected.hex"
-#: Mismatches a testbench prints before it only counts.
-_SHOWN_MISMATCHES = 10
-
-
-@dataclass(frozen=True)
-class Field:
-    """One element of a bus: its bits ``[lsb + width - 1 : lsb]`` and fixed-point format.
-
-    ``value = (two's-complement integer if signed else unsigned integer) * 2**-fractional``; ``integers`` counts
-    the bits above the binary point without the sign (it may be negative: a small value with a long fraction).
-    """
-
-    index: int
-    lsb: int
-    width: int
-    signed: bool
-    integers: int
-    fractional: int
-
-    @property
-    def msb(self) -> int:
-        return self.lsb + self.width - 1
-
-    @property
-    def ap_type(self) -> str:
-        """The Vitis HLS spelling: ``ap_fixed<W, I>`` (I counts the sign) or ``ap_ufixed<W, I>``."""
-        kind = "ap_fixed" if self.signed else "ap_ufixed"
-        return f"{kind}<{self.width},{self.width - self.fractional}>"
-
-
-def fields_of(kifs: Sequence[tuple[int, int, int]]) -> list[Field]:
-    """Bus layout of elements with (keep_negative, integers, fractional) each, element 0 lowest; width-0
-    elements are dropped, as da4ml's top drops them."""
-    fields: list[Field] = []
-    lsb = 0
-    for index, (k, i, f) in enumerate(kifs):
-        width = int(k) + int(i) + int(f)
-        if width <= 0:
-            continue
-        fields.append(Field(index=index, lsb=lsb, width=width, signed=bool(k), integers=int(i), fractional=int(f)))
-        lsb += width
-    return fields
-
-
-def bus_width(fields: Sequence[Field]) -> int:
-    return fields[-1].msb + 1 if fields else 0
-
-
-def quantise(values: np.ndarray, fields: Sequence[Field]) -> np.ndarray:
-    """Integers ``floor(value * 2**fractional)`` of each field's element, wrapped into its width (two's complement
-    when signed): what the hardware sees of a float input, and the exact integer of an output value.
-
-    ``values``: (events, elements) floats, all elements (width-0 ones included). Returns (events, len(fields))
-    Python ints (object array: buses wider than 64 bits are common).
-    """
-    out = np.empty((values.shape[0], len(fields)), dtype=object)
-    for col, fd in enumerate(fields):
-        scaled = np.floor(np.asarray(values[:, fd.index], dtype=np.float64) * 2.0 ** fd.fractional)
-        modulus = 1 << fd.width
-        half = modulus >> 1
-        if fd.width <= 52 and np.all(np.abs(scaled) < 2.0**52):
-            # exact in float64: the vectorised path (a build writes 10 000 events x hundreds of elements)
-            wrapped = np.mod(scaled, float(modulus))
-            if fd.signed:
-                wrapped = np.where(wrapped >= half, wrapped - modulus, wrapped)
-            out[:, col] = [int(v) for v in wrapped]
-            continue
-        for row, v in enumerate(scaled):
-            n = int(v) % modulus
-            out[row, col] = n - modulus if fd.signed and n >= half else n
-    return out
-
-
-def pack(ints: np.ndarray, fields: Sequence[Field]) -> list[int]:
-    """One unsigned bus word per event from per-field integers (signed ones as two's complement)."""
-    words = []
-    for row in ints:
-        word = 0
-        for n, fd in zip(row, fields, strict=True):
-            word |= (int(n) & ((1 << fd.width) - 1)) << fd.lsb
-        words.append(word)
-    return words
-
-
-def unpack(words: Sequence[int], fields: Sequence[Field]) -> np.ndarray:
-    """Per-field integers (signed ones negative where the sign bit is set) of bus words; inverse of ``pack``."""
-    out = np.empty((len(words), len(fields)), dtype=object)
-    for row, word in enumerate(words):
-        for col, fd in enumerate(fields):
-            n = (word >> fd.lsb) & ((1 << fd.width) - 1)
-            out[row, col] = n - (1 << fd.width) if fd.signed and n >> (fd.width - 1) else n
-    return out
-
-
-def to_values(ints: np.ndarray, fields: Sequence[Field], n_elements: int) -> np.ndarray:
-    """Floats of per-field integers, all ``n_elements`` wide (width-0 elements are 0)."""
-    values = np.zeros((ints.shape[0], n_elements), dtype=np.float64)
-    for col, fd in enumerate(fields):
-        values[:, fd.index] = np.asarray(ints[:, col], dtype=np.float64) * 2.0 ** -fd.fractional
-    return values
-
-
-def hex_lines(words: Sequence[int], width: int) -> list[str]:
-    digits = max(1, math.ceil(width / 4))
-    return [format(w, f"0{digits}X") for w in words]
-
-
-def read_hex(path: Path) -> list[int]:
-    """Bus words of a vector file (``//`` header lines skipped)."""
-    return [int(ln, 16) for ln in (s.strip() for s in path.read_text().splitlines()) if ln and not ln.startswith("//")]
-
-
-def _header(what: str, port: str, fields: Sequence[Field], n_events: int, top: str) -> list[str]:
-    width = bus_width(fields)
-    lines = [f"// fastml test vectors: {what}",
-             f"// {n_events} events, one per line: {top}.{port} ({width} bits) as {math.ceil(width / 4)} hex "
-             "digits, most significant first",
-             "// element 0 in the lowest bits; value = integer * 2^-fraction (two's complement when signed)",
-             "// element  bits  type  (signed, integer bits without sign, fraction bits)"]
-    lines += [f"// {fd.index} [{fd.msb}:{fd.lsb}] {fd.ap_type} ({int(fd.signed)},{fd.integers},{fd.fractional})"
-              for fd in fields]
-    return lines
 
 
 def _verilog_tb(top: str, n_events: int, latency: int, in_w: int, out_w: int, clock_ns: float) -> str:
@@ -214,7 +106,7 @@ module {top}_tb;
             if (cycle >= LATENCY) begin
                 event_out = cycle - LATENCY;
                 if (model_out !== expected[event_out]) begin
-                    if (errors < {_SHOWN_MISMATCHES})
+                    if (errors < {SHOWN_MISMATCHES})
                         $display("mismatch: event %0d: model_out %h, expected %h", event_out, model_out,
                                  expected[event_out]);
                     errors = errors + 1;
@@ -236,7 +128,7 @@ endmodule
 
 def _vhdl_tb(top: str, n_events: int, latency: int, in_w: int, out_w: int, clock_ns: float) -> str:
     half_ps = round(clock_ns * 1000 / 2)
-    in_hex, out_hex = 4 * math.ceil(in_w / 4), 4 * math.ceil(out_w / 4)
+    in_hex, out_hex = hex_bits(in_w), hex_bits(out_w)
     return f"""-- Self-checking testbench of {top}, written by fastml: streams one event per clock (II=1) from
 -- {INPUTS_FILE}, compares model_out {latency} clocks later with {EXPECTED_FILE}, ends with one PASS/FAIL line
 -- (FAIL: exit status 1).
@@ -267,22 +159,7 @@ architecture sim of {top}_tb is
     signal model_inp : std_logic_vector(IN_W - 1 downto 0) := (others => '0');
     signal model_out : std_logic_vector(OUT_W - 1 downto 0);
 
-    -- The next non-comment line of a vector file as a bus word (hread needs a multiple of 4 bits).
-    procedure next_word(file f : text; word : out std_logic_vector; hex_bits : natural) is
-        variable l : line;
-        variable wide : std_logic_vector(hex_bits - 1 downto 0);
-        variable ok : boolean;
-    begin
-        loop
-            assert not endfile(f) report "vector file ends early" severity failure;
-            readline(f, l);
-            exit when l'length > 0 and l(l'low) /= '/';
-        end loop;
-        hread(l, wide, ok);
-        assert ok report "bad hex line in a vector file" severity failure;
-        word := wide(word'length - 1 downto 0);
-    end procedure;
-begin
+{VHDL_NEXT_WORD}begin
     dut : entity work.{top} port map (clk => clk, model_inp => model_inp, model_out => model_out);
 
     clk <= not clk after HALF_PERIOD when running;
@@ -310,7 +187,7 @@ begin
             if cycle >= LATENCY then
                 event_out := cycle - LATENCY;
                 if model_out /= expected(event_out) then
-                    if errors < {_SHOWN_MISMATCHES} then
+                    if errors < {SHOWN_MISMATCHES} then
                         write(l, string'("mismatch: event ") & integer'image(event_out) & string'(": model_out ")
                               & to_hstring(model_out) & string'(", expected ") & to_hstring(expected(event_out)));
                         writeline(output, l);
@@ -324,23 +201,105 @@ begin
                 model_inp <= (others => '0');
             end if;
         end loop;
-        if errors = 0 then
-            write(l, string'("PASS: {top}: ") & integer'image(N_EVENTS) & string'(" events, 0 mismatches (latency ")
-                  & integer'image(LATENCY) & string'(" clocks, II=1)"));
-        else
-            write(l, string'("FAIL: {top}: ") & integer'image(errors) & string'(" of ") & integer'image(N_EVENTS)
-                  & string'(" events mismatch (latency ") & integer'image(LATENCY) & string'(" clocks, II=1)"));
-            status := 1;
-        end if;
-        writeline(output, l);
-        running <= false;
-        -- a non-zero exit status on FAIL, for scripts
-        std.env.finish(status);
-        wait;
-    end process;
+{vhdl_verdict(top)}    end process;
 end architecture;
 """
 
+
+def cocotb_file(top: str) -> str:
+    """File name of the cocotb test module (not ``test_*.py``: pytest would collect it)."""
+    return f"cocotb_{top}.py"
+
+
+def _cocotb_test(top: str, n_events: int, latency: int, clock_ns: float) -> str:
+    period_ps = 2 * round(clock_ns * 1000 / 2)
+    return f'''"""cocotb 2 test of {top}, written by fastml: the check of {top}_tb.v in Python.
+
+Streams one event per clock (II=1) from {INPUTS_FILE}, compares model_out {latency} clocks later with
+{EXPECTED_FILE} (X/Z bits count as mismatches), prints up to {SHOWN_MISMATCHES} mismatches and one PASS/FAIL line;
+the cocotb test fails on any mismatch. Other vector files: plusargs +inputs=PATH +expected=PATH.
+
+Run it (cocotb 2.x with Icarus Verilog, as fastml's tests do; SIM names another simulator cocotb drives):
+
+    python {cocotb_file(top)} [BUILD_DIR]
+
+from anywhere: it compiles ../src/*.v ../src/static/*.v with {top} as the top level, runs the simulation in
+../src/memfiles (da4ml reads its lookup tables there by name) and exits non-zero on FAIL. BUILD_DIR (default
+$TMPDIR/{top}_cocotb) holds the simulator's build and results.xml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+
+TOP = "{top}"
+N_EVENTS = {n_events}
+LATENCY = {latency}  # clocks from the edge that takes an event to the one that outputs it
+PERIOD_PS = {period_ps}
+HERE = Path(__file__).resolve().parent
+
+
+def read_hex(path: Path) -> list[int]:
+    """Bus words of a vector file (``//`` header lines skipped)."""
+    return [int(s, 16) for s in (ln.strip() for ln in path.read_text().splitlines()) if s and not s.startswith("//")]
+
+
+@cocotb.test()
+async def matches_expected(dut) -> None:
+    inputs = read_hex(Path(cocotb.plusargs.get("inputs", HERE / "{INPUTS_FILE}")))
+    expected = read_hex(Path(cocotb.plusargs.get("expected", HERE / "{EXPECTED_FILE}")))
+    assert len(inputs) == len(expected) == N_EVENTS, "the vector files do not hold N_EVENTS events each"
+    Clock(dut.clk, PERIOD_PS, unit="ps").start(start_high=False)
+    errors = 0
+    dut.model_inp.value = inputs[0]
+    # Event `cycle` is taken on rising edge `cycle`; its output is registered on edge `cycle + LATENCY`.
+    # Inputs change and outputs are read on the falling edge in between: no race with the design.
+    for cycle in range(N_EVENTS + LATENCY):
+        await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        if cycle >= LATENCY:
+            event = cycle - LATENCY
+            got = dut.model_out.value
+            if not got.is_resolvable or got.to_unsigned() != expected[event]:
+                if errors < {SHOWN_MISMATCHES}:
+                    shown = f"{{got.to_unsigned():X}}" if got.is_resolvable else str(got)
+                    print(f"mismatch: event {{event}}: model_out {{shown}}, expected {{expected[event]:X}}", flush=True)
+                errors += 1
+        dut.model_inp.value = inputs[cycle + 1] if cycle + 1 < N_EVENTS else 0
+    if errors == 0:
+        print(f"PASS: {{TOP}}: {{N_EVENTS}} events, 0 mismatches (latency {{LATENCY}} clocks, II=1)", flush=True)
+    else:
+        print(f"FAIL: {{TOP}}: {{errors}} of {{N_EVENTS}} events mismatch (latency {{LATENCY}} clocks, II=1)",
+              flush=True)
+    assert errors == 0, f"{{errors}} of {{N_EVENTS}} events mismatch"
+
+
+def main() -> int:
+    from cocotb_tools.runner import get_results, get_runner
+
+    src = HERE.parent / "src"
+    build_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / f"{{TOP}}_cocotb"
+    build_dir = build_dir.resolve()
+    runner = get_runner(os.environ.get("SIM", "icarus"))
+    runner.build(sources=sorted(src.glob("*.v")) + sorted((src / "static").glob("*.v")), hdl_toplevel=TOP,
+                 build_dir=build_dir, timescale=("1ns", "1ps"), always=True)
+    env = {{"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}}
+    results = runner.test(test_module=Path(__file__).stem, hdl_toplevel=TOP, build_dir=build_dir,
+                          test_dir=src / "memfiles", results_xml=str(build_dir / "results.xml"), extra_env=env)
+    n_tests, n_failed = get_results(results)
+    return 0 if n_tests == 1 and n_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
 
 def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | None = None) -> dict[str, Any]:
     """Write ``firmware_dir / "tb"`` for the events ``x`` (the build's verification events, scaled floats).
@@ -389,14 +348,14 @@ def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | N
     tb.mkdir(parents=True, exist_ok=True)
     in_w, out_w = bus_width(in_fields), bus_width(out_fields)
     n = len(x)
-    (tb / INPUTS_FILE).write_text("\n".join(
-        _header(f"inputs of {top}", "model_inp", in_fields, n, top) + hex_lines(pack(in_ints, in_fields), in_w)) + "\n")
-    (tb / EXPECTED_FILE).write_text("\n".join(
-        _header(f"expected outputs of {top}, {latency} clocks after each input", "model_out", out_fields, n, top)
-        + hex_lines(pack(out_ints, out_fields), out_w)) + "\n")
+    (tb / INPUTS_FILE).write_text(vector_file(f"inputs of {top}", "model_inp", in_fields, in_ints, top))
+    (tb / EXPECTED_FILE).write_text(vector_file(f"expected outputs of {top}, {latency} clocks after each input",
+                                                "model_out", out_fields, out_ints, top))
     (tb / f"{top}_tb.v").write_text(_verilog_tb(top, n, latency, in_w, out_w, clock_ns))
     if flavor == "vhdl":
         (tb / f"{top}_tb.vhd").write_text(_vhdl_tb(top, n, latency, in_w, out_w, clock_ns))
+    else:  # cocotb's test drives the top itself: written for the simulators it is run with here (Verilog)
+        (tb / cocotb_file(top)).write_text(_cocotb_test(top, n, latency, clock_ns))
     interface = {
         "top": top, "flavor": flavor, "latency_cycles": latency, "ii": 1, "clock_period_ns": clock_ns,
         "part": meta.get("part"), "events": n, "differs_from_reference": differs,
@@ -409,14 +368,5 @@ def write_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndarray | N
     return interface
 
 
-def read_interface(firmware_dir: Path) -> dict[str, Any]:
-    path = firmware_dir / TB_DIR / INTERFACE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FastmlError(f"{path}: cannot read the testbench's interface ({err}); expected the JSON "
-                          "fastml writes with the testbench") from None
-
-
-__all__ = ["Field", "bus_width", "fields_of", "hex_lines", "pack", "quantise", "read_hex", "read_interface",
-           "to_values", "unpack", "write_testbench"]
+__all__ = ["Field", "bus_width", "cocotb_file", "fields_of", "hex_lines", "pack", "quantise", "read_hex",
+           "read_interface", "to_values", "unpack", "write_testbench"]
