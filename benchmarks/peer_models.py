@@ -94,6 +94,19 @@ class PeerOutcome:
     def accuracy(self, which: str) -> float | None:
         return ((self.report or {}).get("accuracy") or {}).get(which)
 
+    def save(self, folder: Path) -> Path:
+        """This outcome as ``<folder>/<folder__recipe>.json`` (``python -m benchmarks.peer_models table`` reads it)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (self.recipe.replace("/", "__") + ".json")
+        path.write_text(json.dumps({"recipe": self.recipe, "returncode": self.returncode, "wall_s": self.wall_s,
+                                    "stderr": self.stderr, "report": self.report, "levels": self.levels}))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> PeerOutcome:
+        d = json.loads(path.read_text())
+        return cls(d["recipe"], d["returncode"], d["wall_s"], d["stderr"], d["report"], None, d["levels"])
+
     @property
     def float_edges(self) -> list[dict[str, Any]]:
         return list((((self.report or {}).get("model") or {}).get("selection") or {}).get("float_edges") or [])
@@ -180,3 +193,11 @@ def peer_group(ctx: Context) -> list[Row]:
             "float_edges": len(o.float_edges), "wall_s": round(o.wall_s, 1)}, note=outcome_cell(o)))
     ctx.log("README table (Models from the field):\n" + markdown_table(outcomes, SOURCES))
     return rows
+
+
+if __name__ == "__main__":  # python -m benchmarks.peer_models table DIR: the README table from saved outcomes
+    if len(sys.argv) != 3 or sys.argv[1] != "table":
+        sys.exit("usage: python -m benchmarks.peer_models table DIR (outcomes saved by the tests with "
+                 "FASTML_PEER_RESULTS=DIR)")
+    saved = sorted(Path(sys.argv[2]).glob("*.json"))
+    print(markdown_table([PeerOutcome.load(p) for p in saved], SOURCES))

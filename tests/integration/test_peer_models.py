@@ -7,6 +7,7 @@ The corpus is read in place (never copied into the project); without it these te
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -106,7 +107,9 @@ def _check(outcome: PeerOutcome, refusal: str | None) -> None:
 @needs_corpus
 @pytest.mark.parametrize("recipe", [recipe_id(r) for r in RECIPES] or ["none"])
 def test_corpus_recipe_outcome(recipe: str, tmp_path: Path) -> None:
-    outcome = run_recipe(PEER_DIR / recipe, tmp_path, timeout_s=1200, overrides=OVERRIDES.get(recipe, (None, ''))[0])
+    outcome = run_recipe(PEER_DIR / recipe, tmp_path, timeout_s=1200, overrides=OVERRIDES.get(recipe, (None, ""))[0])
+    if os.environ.get("FASTML_PEER_RESULTS"):  # kept for the README's table (python -m benchmarks.peer_models)
+        outcome.save(Path(os.environ["FASTML_PEER_RESULTS"]))
     _check(outcome, EXPECTED[recipe])
     if outcome.built and outcome.float_edges:  # the cost of every float edge is in the report
         assert outcome.accuracy("float") is not None and outcome.accuracy("quantized") is not None
