@@ -1,10 +1,11 @@
 """``fastml export``: a built project as one deterministic bundle for the firmware engineer who integrates it.
 
 The bundle (``<name>/`` inside a ``.tar.gz``) holds what the backend hands over (``Backend.export``: HDL,
-testbench and vectors), the project's ``report.json``, a ``README.md`` with the interface table, latency, II,
-clock, part, the resource estimates by source and the simulator commands, and ``SHA256SUMS`` of every other
-file (``sha256sum -c SHA256SUMS`` in the extracted folder). The same project exports byte-identical bundles:
-entries sorted, mtimes 0, uid/gid 0 without names, fixed modes, gzip header without name or time.
+testbench and vectors), the project's ``report.json`` and ``report.html``, a ``README.md`` with the interface
+table, latency, II, clock, part, the resource estimates by source and the simulator commands, and
+``SHA256SUMS`` of every other file (``sha256sum -c SHA256SUMS`` in the extracted folder). The same project
+exports byte-identical bundles: entries sorted, mtimes 0, uid/gid 0 without names, fixed modes,
+gzip header without name or time.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def _bundle_files(project_dir: Path) -> tuple[str, dict[str, bytes], tuple[str, 
     contents = get_backend(report.backend).export(project_dir)
     files = {path: src.read_bytes() for path, src in contents.files.items()}
     files["report.json"] = (project_dir / "report.json").read_bytes()
+    if (project_dir / "report.html").is_file():  # the page a reviewer opens (self-contained: no network)
+        files["report.html"] = (project_dir / "report.html").read_bytes()
     files[README] = readme(report, contents).encode()
     sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {path}\n" for path, data in sorted(files.items()))
     files[SUMS] = sums.encode()

@@ -168,6 +168,7 @@ def test_export_is_byte_identical_and_self_describing(projects, bundles, tmp_pat
         listed[name] = digest
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"SHA256SUMS"}
     assert set(listed) == files
+    assert {"report.json", "report.html"} <= files  # the build's figures, and the page a reviewer opens
     assert all(hashlib.sha256((root / n).read_bytes()).hexdigest() == d for n, d in listed.items())
     assert (root / "firmware" / "src" / "memfiles").is_dir()  # the testbench's working directory, even if empty
     assert not (root / "firmware" / "sim").exists()  # da4ml's verilator binder is fastml's, not the integrator's
