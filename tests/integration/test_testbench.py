@@ -220,7 +220,11 @@ def _sources(root: Path, suffix: str) -> list[str]:
 @pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
                     reason="skipped: iverilog not installed (apt-get install iverilog; scripts/bootstrap.sh does it)")
 def test_icarus_verilog_passes_and_fails_on_one_flipped_bit(bundles, tmp_path) -> None:
-    root = bundles["verilog"]
+    check_icarus(bundles["verilog"], tmp_path)
+
+
+def check_icarus(root: Path, tmp_path: Path) -> None:
+    """The bundle's Verilog testbench under Icarus: PASS as exported, FAIL on a copy with one expected bit flipped."""
     run_dir = root / "firmware" / "src" / "memfiles"
     tb = root / "firmware" / "tb" / f"{TOP}_tb.v"
     vvp = tmp_path / "tb.vvp"
@@ -301,7 +305,11 @@ def test_cocotb_test_passes_with_icarus_and_fails_on_one_flipped_bit(bundles, tm
 @pytest.mark.skipif(shutil.which("ghdl") is None,
                     reason="skipped: ghdl not installed (apt-get install ghdl; scripts/bootstrap.sh does it)")
 def test_ghdl_runs_the_vhdl_testbench_passes_and_fails_on_one_flipped_bit(bundles, tmp_path) -> None:
-    root = bundles["vhdl"]
+    check_ghdl(bundles["vhdl"], tmp_path)
+
+
+def check_ghdl(root: Path, tmp_path: Path) -> None:
+    """The bundle's VHDL testbench under GHDL: PASS as exported, FAIL on a copy with one expected bit flipped."""
     run_dir = root / "firmware" / "src" / "memfiles"
     tb = root / "firmware" / "tb" / f"{TOP}_tb.vhd"
     work = tmp_path / "work"

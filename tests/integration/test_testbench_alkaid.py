@@ -26,11 +26,9 @@ from test_testbench import (  # noqa: E402
     N_VERIFY,
     TOP,
     _extract,
-    _flip_one_expected_bit,
-    _last_verdict,
-    _run,
-    _sources,
     _tiny_model,
+    check_ghdl,
+    check_icarus,
 )
 
 from fastml.backends.rtl.testbench import (  # noqa: E402
@@ -150,45 +148,13 @@ def test_alkaid_testbench_of_a_damaged_project_is_one_line(projects, tmp_path) -
 @pytest.mark.skipif(shutil.which("iverilog") is None or shutil.which("vvp") is None,
                     reason="skipped: iverilog not installed (apt-get install iverilog; scripts/bootstrap.sh does it)")
 def test_alkaid_icarus_verilog_passes_and_fails_on_one_flipped_bit(bundles, tmp_path) -> None:
-    root = bundles["verilog"]
-    run_dir = root / "firmware" / "src" / "memfiles"
-    vvp = tmp_path / "tb.vvp"
-    comp = _run(["iverilog", "-g2012", "-s", f"{TOP}_tb", "-o", str(vvp), *_sources(root, "v"),
-                 str(root / "firmware" / "tb" / f"{TOP}_tb.v")], run_dir)
-    assert comp.returncode == 0, comp.stderr
-    ok = _run(["vvp", "-n", str(vvp)], run_dir)
-    assert ok.returncode == 0 and _last_verdict(ok.stdout).startswith(f"PASS: {TOP}: {N_VERIFY} events"), ok.stdout
-
-    bad_root = tmp_path / "corrupt"
-    shutil.copytree(root, bad_root)
-    _flip_one_expected_bit(bad_root)
-    bad = _run(["vvp", "-n", str(vvp)], bad_root / "firmware" / "src" / "memfiles")
-    assert bad.returncode != 0
-    assert f"FAIL: {TOP}: 1 of {N_VERIFY} events mismatch" in _last_verdict(bad.stdout + bad.stderr)
-    assert "mismatch: event 7:" in bad.stdout
+    check_icarus(bundles["verilog"], tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("ghdl") is None,
                     reason="skipped: ghdl not installed (apt-get install ghdl; scripts/bootstrap.sh does it)")
 def test_alkaid_ghdl_runs_the_vhdl_testbench_passes_and_fails_on_one_flipped_bit(bundles, tmp_path) -> None:
-    root = bundles["vhdl"]
-    run_dir = root / "firmware" / "src" / "memfiles"
-    work = tmp_path / "work"
-    work.mkdir()
-    ghdl = ["ghdl", "--std=08", f"--workdir={work}"]
-    for step in (["-i", *_sources(root, "vhd"), str(root / "firmware" / "tb" / f"{TOP}_tb.vhd")],
-                 ["-m", f"{TOP}_tb"]):
-        comp = _run([ghdl[0], step[0], *ghdl[1:], *step[1:]], run_dir)
-        assert comp.returncode == 0, comp.stdout + comp.stderr
-    ok = _run([ghdl[0], "-r", *ghdl[1:], f"{TOP}_tb"], run_dir)
-    assert ok.returncode == 0 and _last_verdict(ok.stdout).startswith(f"PASS: {TOP}: {N_VERIFY} events"), ok.stdout
-
-    bad_root = tmp_path / "corrupt"
-    shutil.copytree(root, bad_root)
-    _flip_one_expected_bit(bad_root)
-    bad = _run([ghdl[0], "-r", *ghdl[1:], f"{TOP}_tb"], bad_root / "firmware" / "src" / "memfiles")
-    assert bad.returncode != 0
-    assert f"FAIL: {TOP}: 1 of {N_VERIFY} events mismatch" in _last_verdict(bad.stdout)
+    check_ghdl(bundles["vhdl"], tmp_path)
 
 
 # --- fastml diagnose on the same projects ---
