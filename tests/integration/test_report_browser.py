@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from html_page import chromium, load_in_chromium, mismatched_figures, sample_project, sample_scan
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 pytestmark = pytest.mark.skipif(chromium() is None, reason="skipped: no chromium (apt-get install chromium)")
 
 
@@ -48,9 +50,19 @@ def test_sample_report_page_in_chromium(tmp_path: Path) -> None:
     assert_page_ok(project, tmp_path)
 
 
+def _build_recipes() -> list[str]:
+    """Every shipped recipe that is a build (a scan recipe's points are builds of the recipes it names)."""
+    import yaml
+
+    return [p.name for p in sorted(CONFIGS.glob("*.yaml")) if "scan" not in (yaml.safe_load(p.read_text()) or {})]
+
+
 @pytest.mark.slow
-def test_quick_build_page_in_chromium(quick_jet_build, tmp_path: Path) -> None:
-    project, _ = quick_jet_build
+@pytest.mark.parametrize("recipe", _build_recipes())
+def test_every_shipped_recipe_quick_build_page_in_chromium(recipe: str, quick_recipe_build, quick_jet_build,
+                                                          tmp_path: Path) -> None:
+    """The session's --quick build of each shipped recipe (shared with the diagnose and kinds tests)."""
+    project = quick_jet_build[0] if recipe == "jet_tagger.yaml" else quick_recipe_build(recipe)
     assert_page_ok(project, tmp_path)
 
 
