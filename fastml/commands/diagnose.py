@@ -30,10 +30,14 @@ def run_diagnose(args: argparse.Namespace) -> int:
     print("\n".join(diag.lines()))
     print(f"  written: {project_dir / DIAGNOSIS_FILE}")
     if (project_dir / "report.json").is_file():  # the page shows the diagnosis: bring it up to date
+        from ..errors import FastmlError
         from ..pipeline import write_html_report
         from ..report import load_report
 
-        print(f"  page: {write_html_report(project_dir, load_report(project_dir))}")
+        try:  # the diagnosis stands on its own: a page that cannot be refreshed never changes its exit code
+            print(f"  page: {write_html_report(project_dir, load_report(project_dir))}")
+        except FastmlError as err:
+            print(f"  page: not refreshed ({err})")
     if args.plot:
         import matplotlib
 

@@ -58,3 +58,13 @@ def test_our_lower_bounds_cover_what_pinned_packages_require(pinned: str) -> Non
         assert have is not None and have >= need, (
             f"pyproject.toml asks {ours[req.name.lower()]}, {pinned} requires {req}: raise the lower bound")
     assert checked >= 1  # keras at least: the comparison ran
+
+
+def test_test_module_names_are_unique() -> None:
+    """tests/ has no __init__.py files, so pytest imports each test module by its base name: two files of one name
+    in different folders make the second a collection error for the whole suite."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert [n for n, count in names.items() if count > 1] == []

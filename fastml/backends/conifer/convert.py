@@ -155,6 +155,46 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
+class ExactConverter:
+    """conifer's ``FixedPointConverter`` (what its VHDL model writes thresholds and reads scores with), exact in Python.
+
+    Why: conifer compiles one C++ helper per type and loads each as a Python extension named ``fixed_point``, all
+    exporting the same ``to_int``/``from_int`` symbols; in a process that already loaded one, a second type's helper
+    converts with the first's type (seen here: a second VHDL build in one process wrote its thresholds at the first
+    build's precision, and failed its own verification). This one has no compiled state, and no g++ run.
+    """
+
+    def __init__(self, type_string: str) -> None:
+        self.type = APFixed.parse(type_string)
+        self.type_string = type_string
+        self.width, self.integer_bits = self.type.width, self.type.integer
+        self.fractional_bits = self.type.width - self.type.integer
+        self.signed = self.type.signed
+
+    def to_int(self, x: float) -> int:
+        """``(T) x`` then its bits, as ``T::V`` read as an int: the code, sign-extended for a signed type."""
+        return int(self.type.to_codes(np.float64(x)))
+
+    def to_double(self, x: float) -> float:
+        return float(self.type.quantize(np.float64(x)))
+
+    def from_int(self, x: int) -> float:
+        return float(self.type.to_float(self.type.wrap(np.asarray([int(x)], np.int64)))[0])
+
+
+@contextmanager
+def _exact_converters() -> Iterator[None]:
+    """conifer's VHDL model built with ``ExactConverter`` in place of its compiled helper (see there why)."""
+    from conifer.backends.vhdl import writer
+
+    compiled = writer.FixedPointConverter
+    writer.FixedPointConverter = ExactConverter
+    try:
+        yield
+    finally:
+        writer.FixedPointConverter = compiled
+
+
 def _explicit_precision(cfg: BuildConfig) -> Precision:
     try:
         t = APFixed.parse(cfg.firmware.precision)
@@ -356,7 +396,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     config = _conifer_config(cfg, backend, out_dir, precision)
     simulators: dict[str, Any] = {}
     t0 = time.perf_counter()
-    with _cwd(out_dir):  # the VHDL backend compiles a fixed-point helper into the working directory
+    with _cwd(out_dir), _exact_converters():  # conifer writes helper files into the working directory
         model = conifer.model.make_model(copy.deepcopy(ensemble), config)
         if backend == "vhdl":
             model.write()
