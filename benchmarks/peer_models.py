@@ -157,7 +157,9 @@ def outcome_cell(o: PeerOutcome) -> str:
     if o.built:
         levels = ", ".join(f"{level} {v['mismatches']}/{v['samples']}" for level, v in o.levels.items())
         return f"built, bit-exact ({levels} mismatches/events)"
-    return f"refused: {o.message}" if o.returncode == 2 else f"FAILED (exit {o.returncode}): {o.message}"
+    # the table names the recipe: leave out "fastml: error: <model path>: "
+    why = re.sub(r"^fastml: error: (\S+: )?", "", o.message)
+    return f"refused: {why}" if o.returncode == 2 else f"FAILED (exit {o.returncode}): {why}"
 
 
 def markdown_table(outcomes: list[PeerOutcome], sources: dict[str, str] | None = None) -> str:
