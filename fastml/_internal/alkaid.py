@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import FastmlError
 from ..report import Latency, Resources
+from .da4ml import data_quantisers
 
 if TYPE_CHECKING:
     from ..recipe import FirmwareConfig
@@ -79,31 +80,13 @@ def latency_cutoff_for(fw: FirmwareConfig) -> tuple[float, str]:
     return float(fw.clock_period_ns), f"derived: clock_period_ns {fw.clock_period_ns:g} (alkaid's delay unit ~ 1 ns)"
 
 
-def _data_quantisers(keras_model: Any) -> list[tuple[str, Any]]:
-    """``(where, inner quantiser)`` of every HGQ2 data quantiser of ``keras_model``, in layer order."""
-    from hgq.layers import Quantizer
-
-    found: list[tuple[str, Any]] = []
-    for layer in getattr(keras_model, "layers", []):
-        candidates = [("", layer)] if isinstance(layer, Quantizer) else []
-        if getattr(layer, "enable_iq", False) and getattr(layer, "iq", None) is not None:
-            candidates.append((" (input quantiser)", layer.iq))
-        if getattr(layer, "enable_oq", False) and getattr(layer, "oq", None) is not None:
-            candidates.append((" (output quantiser)", layer.oq))
-        for role, q in candidates:
-            inner = getattr(q, "quantizer", None)
-            if getattr(inner, "round_mode", None) is not None:
-                found.append((f"layer {layer.name!r}{role}", inner))
-    return found
-
-
 def input_format(keras_model: Any) -> tuple[int, int, int] | None:
     """The ``(k, i, f)`` input port format when the first quantiser is logic in the firmware, else ``None``.
 
     ``None``: the first quantiser wraps and truncates or rounds half up, so the port carries its format (alkaid
     derives it). See the module docstring for the widths.
     """
-    quantisers = _data_quantisers(keras_model)
+    quantisers = data_quantisers(keras_model)
     if not quantisers:
         return None
     _, first = quantisers[0]
@@ -116,7 +99,7 @@ def input_format(keras_model: Any) -> tuple[int, int, int] | None:
 def untraceable_quantiser(keras_model: Any) -> str | None:
     """Why alkaid cannot trace ``keras_model``'s data quantisers, or None (alkaid takes TRN, RND and RND_CONV
     rounding with WRAP, SAT and SAT_SYM overflow)."""
-    for where, q in _data_quantisers(keras_model):
+    for where, q in data_quantisers(keras_model):
         if q.round_mode not in ("TRN", "RND", "RND_CONV"):
             return f"{where} rounds with {q.round_mode}; alkaid implements TRN, RND and RND_CONV rounding"
         if q.overflow_mode not in ("WRAP", "SAT", "SAT_SYM"):

@@ -81,9 +81,24 @@ def untraceable_quantiser(keras_model: Any) -> str | None:
     with wrap-around overflow; imported QKeras/QONNX models round half to even and saturate their input, which
     da4ml rejects with a bare ``assert`` — this says so in words instead.
     """
+    for i, (where, inner) in enumerate(data_quantisers(keras_model)):
+        round_mode, overflow = inner.round_mode, getattr(inner, "overflow_mode", None)
+        if round_mode not in _DA4ML_ROUND_MODES:
+            return (f"{where} rounds with {round_mode}"
+                    + (" (half to even, as QKeras and QONNX do)" if round_mode == "RND_CONV" else "")
+                    + f"; da4ml 0.5 implements only {' and '.join(_DA4ML_ROUND_MODES)} rounding")
+        if i == 0 and overflow != "WRAP":
+            return (f"{where} quantises the model input with {overflow} overflow; da4ml 0.5 traces only a "
+                    "wrap-around (WRAP) quantiser on the input")
+    return None
+
+
+def data_quantisers(keras_model: Any) -> list[tuple[str, Any]]:
+    """``(where, inner quantiser)`` of every HGQ2 data quantiser of ``keras_model``, in layer order (a quantiser
+    layer, then each layer's input and output quantisers); what both compilers' tracers must implement."""
     from hgq.layers import Quantizer
 
-    first = True
+    found: list[tuple[str, Any]] = []
     for layer in getattr(keras_model, "layers", []):
         candidates = [("", layer)] if isinstance(layer, Quantizer) else []
         # getattr: a layer may say enable_iq without owning an ``iq`` (HGQ2's QMultiHeadAttention quantises
@@ -94,18 +109,9 @@ def untraceable_quantiser(keras_model: Any) -> str | None:
             candidates.append((" (output quantiser)", layer.oq))
         for role, q in candidates:
             inner = getattr(q, "quantizer", None)
-            round_mode, overflow = getattr(inner, "round_mode", None), getattr(inner, "overflow_mode", None)
-            if round_mode is None:
-                continue
-            if round_mode not in _DA4ML_ROUND_MODES:
-                return (f"layer {layer.name!r}{role} rounds with {round_mode}"
-                        + (" (half to even, as QKeras and QONNX do)" if round_mode == "RND_CONV" else "")
-                        + f"; da4ml 0.5 implements only {' and '.join(_DA4ML_ROUND_MODES)} rounding")
-            if first and overflow != "WRAP":
-                return (f"layer {layer.name!r}{role} quantises the model input with {overflow} overflow; da4ml 0.5 "
-                        "traces only a wrap-around (WRAP) quantiser on the input")
-            first = False
-    return None
+            if getattr(inner, "round_mode", None) is not None:
+                found.append((f"layer {layer.name!r}{role}", inner))
+    return found
 
 
 def pipeline(comb: Any, cutoff: float) -> Any:
