@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FastmlError
-from .._testbench import vector_header
+from .._testbench import vector_file
 from .estimate import rtl_metadata
 from .testbench import (
     EXPECTED_FILE,
@@ -42,8 +42,6 @@ from .testbench import (
     _vhdl_tb,
     bus_width,
     fields_of,
-    hex_lines,
-    pack,
     quantise,
     to_values,
 )
@@ -132,12 +130,9 @@ def write_alkaid_testbench(firmware_dir: Path, x: np.ndarray, reference: np.ndar
     (firmware_dir / RUN_DIR).mkdir(parents=True, exist_ok=True)
     in_w, out_w = bus_width(in_fields), bus_width(out_fields)
     n = len(x)
-    (tb / INPUTS_FILE).write_text("\n".join(
-        vector_header(f"inputs of {top}", "model_inp", in_fields, n, top)
-        + hex_lines(pack(in_ints, in_fields), in_w)) + "\n")
-    (tb / EXPECTED_FILE).write_text("\n".join(
-        vector_header(f"expected outputs of {top}, {latency} clocks after each input", "model_out", out_fields, n, top)
-        + hex_lines(pack(out_ints, out_fields), out_w)) + "\n")
+    (tb / INPUTS_FILE).write_text(vector_file(f"inputs of {top}", "model_inp", in_fields, in_ints, top))
+    (tb / EXPECTED_FILE).write_text(vector_file(f"expected outputs of {top}, {latency} clocks after each input",
+                                                "model_out", out_fields, out_ints, top))
     # the shared testbenches say why they run in memfiles for da4ml; alkaid's RTL reads no files there
     why_dir = ("(da4ml's lookup tables are read from there)", "(alkaid's RTL reads no files; the paths are relative)")
     (tb / f"{top}_tb.v").write_text(_verilog_tb(top, n, latency, in_w, out_w, clock_ns).replace(*why_dir))
