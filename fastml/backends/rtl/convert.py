@@ -196,21 +196,24 @@ def _write_da4ml(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, ti
     resources, latency = pipeline_figures(pipe, fw.clock_period_ns, "da4ml")
     actual_cutoff = max(max(st.latency) / (i + 1) for i, st in enumerate(pipe.solutions))
     label = compiler_label()
-    rtl_model.write(metadata={"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns,
-                              "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source, "compiler": label})
+    info = _write_with_settings(rtl_model, fw, label, cutoff, cutoff_source)
     timings["write"] = time.perf_counter() - t0
-    info: dict[str, object] = {
-        "compiler": label,
-        "flavor": fw.flavor,
-        "top": RTL_TOP,
-        "part": fw.part,
-        "clock_period_ns": fw.clock_period_ns,
-        "latency_cutoff": cutoff,
-        "latency_cutoff_source": cutoff_source,
+    info |= {
         "max_delay_per_stage": float(actual_cutoff),  # da4ml delay units, after retiming
         "combinational_delay": float(max(comb.latency)),
     }
     return comb, rtl_model, resources, latency, info, _io_too_wide(pipe)
+
+
+def _write_with_settings(rtl_model: Any, fw: Any, label: str, cutoff: float, cutoff_source: str
+                         ) -> dict[str, object]:
+    """Write ``rtl_model`` (either compiler's) with the build's settings in its metadata; returns the same settings
+    as the start of the project's ``info``."""
+    settings = {"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns, "latency_cutoff": cutoff,
+                "latency_cutoff_source": cutoff_source, "compiler": label}
+    rtl_model.write(metadata=settings)
+    return {"compiler": label, "flavor": fw.flavor, "top": RTL_TOP, "part": fw.part,
+            "clock_period_ns": fw.clock_period_ns, "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source}
 
 
 def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, timings: dict[str, float]
@@ -227,19 +230,11 @@ def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, t
     rtl_model = alkaid.rtl_model(comb, RTL_TOP, firmware_dir, fw, cutoff)
     resources, latency = alkaid.rtl_figures(rtl_model, fw.clock_period_ns, "da4ml")
     label = alkaid.compiler_label()
-    rtl_model.write(metadata={"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns,
-                              "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source, "compiler": label})
+    info = _write_with_settings(rtl_model, fw, label, cutoff, cutoff_source)
     timings["write"] = time.perf_counter() - t0
     written = rtl_model._comb  # the logic the RTL is written from (ternary adders fused), saved in model/
     input_kif = alkaid.input_format(trained.model)
-    info: dict[str, object] = {
-        "compiler": label,
-        "flavor": fw.flavor,
-        "top": RTL_TOP,
-        "part": fw.part,
-        "clock_period_ns": fw.clock_period_ns,
-        "latency_cutoff": cutoff,
-        "latency_cutoff_source": cutoff_source,
+    info |= {
         # alkaid units (~ns): a stage's latencies count from the model input, so less its registered inputs'
         "max_delay_per_stage": float(max(c.latency[1] - max(c.inp_latency, default=0.0)
                                          for c in rtl_model.fsm.logic.values())),
