@@ -89,6 +89,18 @@ def proxy_kif(where: str, name: str, c: dict[str, Any], w: list[np.ndarray] | No
     return k, i, f
 
 
+def chain_and_input(config: dict[str, Any], where: str, what: str, expected: str) -> tuple[list[dict[str, Any]], Any]:
+    """``layer_chain`` of a Keras 2 config that starts with its input layer, and the Keras 3 input it describes."""
+    import keras
+
+    chain = layer_chain(config, where, what)
+    first = chain[0]
+    if first.get("class_name") != "InputLayer":
+        raise ConfigError(f"{where}: the model does not start with an input layer; expected {expected}")
+    shape = first["config"].get("batch_input_shape") or first["config"].get("batch_shape")
+    return chain, keras.Input(tuple(shape[1:]), name=layer_name(first))
+
+
 def _named(w: list[np.ndarray] | None, suffix: str) -> np.ndarray | None:
     """The array named ``suffix`` (``dense_1/kernel:0`` or, for HGQ 1's quantisers, ``bits:0``), or None."""
     for name, array in zip(getattr(w, "names", []), w or [], strict=False):
@@ -126,12 +138,7 @@ def rebuild_proxy(config: dict[str, Any], weights: dict[str, list[np.ndarray]], 
     from hgq.layers import QConv1D, QConv2D, QDense, Quantizer
     from hgq.quantizer.config import QuantizerConfig
 
-    chain = layer_chain(config, where, "HGQ 1 proxy models")
-    first = chain[0]
-    if first.get("class_name") != "InputLayer":
-        raise ConfigError(f"{where}: the model does not start with an input layer; expected an HGQ 1 proxy model")
-    shape = first["config"].get("batch_input_shape") or first["config"].get("batch_shape")
-    inputs = keras.Input(tuple(shape[1:]), name=layer_name(first))
+    chain, inputs = chain_and_input(config, where, "HGQ 1 proxy models", "an HGQ 1 proxy model")
     x: Any = inputs
     # what is known of the current tensor: per-element magnitude bound and the grid 2^-f; None: float input
     bound: np.ndarray | None = None

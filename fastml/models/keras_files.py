@@ -36,7 +36,7 @@ import numpy as np
 
 from .._internal.keras_backend import ensure_backend
 from ..errors import ConfigError
-from .hgq1_proxy import PROXY_CLASSES, layer_chain, layer_name, rebuild_proxy
+from .hgq1_proxy import PROXY_CLASSES, chain_and_input, layer_name, rebuild_proxy
 from .imported import (
     ImportedSection,
     check_io,
@@ -218,7 +218,7 @@ def _read_archive(path: Path) -> KerasSource:
         for layer in layers:  # a custom layer: named before Keras says "could not be deserialized"
             package = _module(layer).split(".")[0]
             if package and package not in _KNOWN_PACKAGES:
-                raise ConfigError(f"{path}: layer {_name(layer)!r} ({_qualified(layer)}) is a custom layer from "
+                raise ConfigError(f"{path}: layer {layer_name(layer)!r} ({_qualified(layer)}) is a custom layer from "
                                   f"package {package!r}, which fastml does not load; expected Keras, HGQ2 or QKeras "
                                   "layers")
         return KerasSource(path, "keras3", "Keras 3 .keras archive", files=(path,))
@@ -240,10 +240,6 @@ def _read_archive(path: Path) -> KerasSource:
 
 def _module(layer: dict[str, Any]) -> str:
     return str(layer.get("module") or "")
-
-
-def _name(layer: dict[str, Any]) -> str:
-    return layer_name(layer)
 
 
 def _qualified(layer: dict[str, Any]) -> str:
@@ -359,7 +355,7 @@ def _keras3_weights(f: Any, layers: list[dict[str, Any]]) -> dict[str, list[np.n
         n = count.get(snake, 0)
         count[snake] = n + 1
         by_group[snake if n == 0 else f"{snake}_{n}"] = layer
-    by_name = {_name(layer): layer for layer in layers}
+    by_name = {layer_name(layer): layer for layer in layers}
     weights: dict[str, list[np.ndarray]] = {}
     root = f["layers"] if "layers" in f else {}
     for group in root:
@@ -374,7 +370,7 @@ def _keras3_weights(f: Any, layers: list[dict[str, Any]]) -> dict[str, list[np.n
         if layer is None:
             continue
         arrays = [np.asarray(variables[k]) for k in sorted(variables, key=int)]
-        name = _name(layer)
+        name = layer_name(layer)
         weights[name] = LayerWeights(arrays, [f"{name}/{v}:0" for v in _var_names(layer, len(arrays))])
     return weights
 
@@ -393,7 +389,7 @@ def _from_config(path: Path, config: dict[str, Any], weights: dict[str, list[np.
         return KerasSource(path, "hgq1_proxy", f"HGQ 1 proxy model ({version} {container})", normal, weights, files)
     for layer in layers:
         if _HGQ1_TRAINING.match(str(layer.get("class_name"))):
-            raise ConfigError(f"{path}: layer {_name(layer)!r} ({layer.get('class_name')}) is an HGQ 1 training "
+            raise ConfigError(f"{path}: layer {layer_name(layer)!r} ({layer.get('class_name')}) is an HGQ 1 training "
                               "layer; fastml imports HGQ 1 models as the proxy model HGQ writes for firmware "
                               "(HGQ.proxy.to_proxy_model(model) saved with model.save('name.h5'))")
     # Keras 3 names each layer's module (HGQ2's QDense is not QKeras's); Keras 2 only the class
@@ -416,15 +412,16 @@ def _check_qkeras_layers(path: Path, layers: list[dict[str, Any]], keras3: bool)
         is_qkeras = module.startswith("qkeras") if keras3 else bool(_QKERAS_CLASS.match(cls))
         where = f"{path}: {'QKeras v3' if keras3 else 'QKeras'} layer" if is_qkeras else f"{path}: layer"
         if is_qkeras and cls not in _QKERAS_IMPORTED:
-            raise ConfigError(f"{where} {_name(layer)!r} ({_qualified(layer)}) is not a layer fastml imports (expected "
-                              f"{', '.join(_QKERAS_IMPORTED)}, or Flatten, Reshape, Dropout, MaxPooling, ReLU)")
+            raise ConfigError(f"{where} {layer_name(layer)!r} ({_qualified(layer)}) is not a layer fastml imports "
+                              f"(expected {', '.join(_QKERAS_IMPORTED)}, or Flatten, Reshape, Dropout, MaxPooling, "
+                              "ReLU)")
         if keras3 and is_qkeras and cls in ("QDenseBatchnorm", "QConv2DBatchnorm"):
-            raise ConfigError(f"{where} {_name(layer)!r} ({_qualified(layer)}): a .keras archive stores its kernel "
-                              "and batch-norm weights unnamed, in an order fastml does not assume; save the model "
-                              "as a Keras 2 .h5, or fold the batch norm before saving")
+            raise ConfigError(f"{where} {layer_name(layer)!r} ({_qualified(layer)}): a .keras archive stores its "
+                              "kernel and batch-norm weights unnamed, in an order fastml does not assume; save the "
+                              "model as a Keras 2 .h5, or fold the batch norm before saving")
         package = module.split(".")[0]
         if package and package not in _KNOWN_PACKAGES:
-            raise ConfigError(f"{where} {_name(layer)!r} ({_qualified(layer)}) is a custom layer from package "
+            raise ConfigError(f"{where} {layer_name(layer)!r} ({_qualified(layer)}) is a custom layer from package "
                               f"{package!r}, which fastml does not import")
 
 
@@ -458,16 +455,11 @@ def keras2_float_model(config: dict[str, Any], weights: dict[str, list[np.ndarra
     ensure_backend()
     import keras
 
-    chain = layer_chain(config, where, "float Keras 2 models")
-    first = chain[0]
-    if first.get("class_name") != "InputLayer":
-        raise ConfigError(f"{where}: the model does not start with an input layer; expected {EXPECTED}")
-    shape = first["config"].get("batch_input_shape") or first["config"].get("batch_shape")
-    inputs = keras.Input(tuple(shape[1:]), name=_name(first))
+    chain, inputs = chain_and_input(config, where, "float Keras 2 models", EXPECTED)
     x: Any = inputs
     built: list[tuple[Any, dict[str, Any]]] = []
     for layer in chain[1:]:
-        cls, c, name = str(layer.get("class_name")), layer.get("config") or {}, _name(layer)
+        cls, c, name = str(layer.get("class_name")), layer.get("config") or {}, layer_name(layer)
         if cls not in _FLOAT_LAYERS:
             raise ConfigError(f"{where}: Keras 2 layer {name!r} ({cls}) is not a layer fastml rebuilds from a float "
                               f"Keras 2 model (expected {', '.join(_FLOAT_LAYERS)})")
@@ -493,7 +485,7 @@ def keras2_float_model(config: dict[str, Any], weights: dict[str, list[np.ndarra
     for new, layer in built:
         if not new.weights:
             continue
-        name = _name(layer)
+        name = layer_name(layer)
         w = weights.get(name)
         wanted = [v.name.split("/")[-1].split(":")[0] for v in new.weights]
         named = getattr(w, "named", None)
