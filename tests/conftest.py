@@ -1,15 +1,20 @@
 """Shared fixtures: expensive artefacts (trained models, compiled firmware) are built once per session.
 
 ``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup --no-loadscope-reorder``).
-A session or module fixture is built once per worker that needs it, so the tests sharing one are sent to the
-same worker (an ``xdist_group`` per shared artefact, added below), and the slow work is handed out first: the
-groups around a session build, then the other slow tests, then the fast ones, each in collection order.
+The quick builds of the shipped recipes (``quick_jet_build``, ``quick_recipe_build``) are made once per run in a
+folder all workers share, by whichever worker asks first (the others wait for it), so their tests go to any
+worker. Any other session or module fixture is made once per worker that needs it, so the tests sharing one are
+sent to the same worker (an ``xdist_group`` per such artefact, added below). The slow work is handed out first:
+the groups with a slow test, then the other slow tests, then the fast ones, each in collection order.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,46 +44,75 @@ def toy_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every xdist worker of this run shares (the run's base temp folder; the session's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # a worker's folder is <run>/popen-gwN
+    shared = root / "shared_builds"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+def _built_once(shared: Path, key: str, build: Callable[[Path], None]) -> Path:
+    """``build(out)`` run once per test run for ``key``, by whichever worker asks first; returns ``out``.
+
+    The other workers wait on the same lock, then reuse the folder: a shipped recipe is built once per run however
+    its tests are spread over the workers. A build that raised leaves no ``.done`` mark, so the next caller builds
+    again (and fails the same way, in its own test).
+    """
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    out, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the worker dies
+        if not done.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed build left
+            out.mkdir()
+            build(out)
+            done.write_text(key)
+    return out
+
+
 @pytest.fixture(scope="session")
 def quick_jet_build(tmp_path_factory: pytest.TempPathFactory):
-    """``fastml build configs/jet_tagger.yaml --quick`` run once, through the CLI, into a temp folder.
+    """``fastml build configs/jet_tagger.yaml --quick``, once per test run, through the CLI, into a temp folder.
 
-    Returns (project_dir, report). Other tests (gates, plots, notebooks) reuse this project.
+    Returns (project_dir, report). Other tests (gates, plots, notebooks, diagnose) reuse this project read-only.
     """
     from fastml.cli import main
     from fastml.report import load_report
 
-    out = tmp_path_factory.mktemp("projects")
-    rc = main(["build", str(REPO / "configs" / "jet_tagger.yaml"), "--quick", "--output-dir", str(out),
-               "--no-progress"])
-    assert rc == 0
-    project = out / "jet_tagger"
+    def build(out: Path) -> None:
+        rc = main(["build", str(REPO / "configs" / "jet_tagger.yaml"), "--quick", "--output-dir", str(out),
+                   "--no-progress"])
+        assert rc == 0
+
+    project = _built_once(_run_shared_dir(tmp_path_factory), "quick_jet_build", build) / "jet_tagger"
     return project, load_report(project)
+
 
 @pytest.fixture(scope="session")
 def quick_recipe_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``fastml.pipeline.build(configs/<recipe>, quick=True)``, once per recipe and overrides in the session.
+    """``fastml.pipeline.build(configs/<recipe>, quick=True)``, once per recipe and overrides in the test run.
 
-    Call it with the recipe's file name and nested overrides (e.g. ``train={"seed": 1}``); returns the
-    project folder. The synthesis estimate (yosys: minutes, benchmarked elsewhere) is off; everything else is the
-    recipe's own firmware, verified bit-exact at its levels (C simulation, emulator, verilator). Shared by the
-    kinds, anomaly and diagnose tests, so each shipped recipe is built once per session.
+    Call it with the recipe's file name and nested overrides (e.g. ``train={"seed": 1}``); returns the project
+    folder (read-only: copy it to change anything). The synthesis estimate (yosys: minutes, benchmarked elsewhere)
+    is off; everything else is the recipe's own firmware, verified bit-exact at its levels (C simulation,
+    emulator, verilator). Shared by the kinds, anomaly, diagnose, report-page and testbench tests on every worker.
     """
     from fastml.pipeline import build
     from fastml.recipe import load_config
 
-    built: dict[str, Path] = {}
-    reports: dict[str, Any] = {}  # the Report each build returned
+    shared = _run_shared_dir(tmp_path_factory)
+
+    def config(recipe: str, out: Path, overrides: dict[str, Any]):
+        firmware = {"output_dir": str(out), "yosys": False, **overrides.get("firmware", {})}
+        return load_config(REPO / "configs" / recipe, overrides={**overrides, "firmware": firmware})
 
     def get(recipe: str, **overrides: Any) -> Path:
-        key = json.dumps([recipe, overrides], sort_keys=True)
-        if key not in built:
-            out = tmp_path_factory.mktemp("recipe_builds")
-            cfg = load_config(REPO / "configs" / recipe, overrides={
-                **overrides, "firmware": {"output_dir": str(out), "yosys": False, **overrides.get("firmware", {})}})
-            built[key] = cfg.project_dir
-            reports[key] = build(cfg, quick=True, progress=False, log=lambda _: None)
-        return built[key]
+        key = json.dumps(["quick_recipe_build", recipe, overrides], sort_keys=True)
+        out = _built_once(shared, key, lambda out: build(config(recipe, out, overrides), quick=True, progress=False,
+                                                         log=lambda _: None))
+        return config(recipe, out, overrides).project_dir
 
     return get
 
@@ -100,6 +134,9 @@ def tiny_rtl_trained():
 #: Session/module fixtures cheap enough to make on every worker that needs one (seconds): they do not pin tests
 #: to one worker.
 CHEAP_SHARED_FIXTURES = frozenset({"repo_root", "toy_npz", "tiny_rtl_trained", "figures_dir"})
+#: Session fixtures whose artefact is made once per run and shared by every worker (``_built_once``): they do not
+#: pin tests to one worker either.
+RUN_SHARED_FIXTURES = frozenset({"quick_jet_build", "quick_recipe_build"})
 
 
 def _xdist_group(item: pytest.Item) -> str | None:
@@ -107,7 +144,7 @@ def _xdist_group(item: pytest.Item) -> str | None:
     defs = item._fixtureinfo.name2fixturedefs
     keys = set()
     for name in item.fixturenames:
-        if name in CHEAP_SHARED_FIXTURES or name not in defs or name.startswith("_"):
+        if name in CHEAP_SHARED_FIXTURES | RUN_SHARED_FIXTURES or name not in defs or name.startswith("_"):
             continue
         fixturedef = defs[name][-1]
         if fixturedef.baseid == "" and fixturedef.scope == "session":  # pytest's and plugins' own fixtures
@@ -116,8 +153,7 @@ def _xdist_group(item: pytest.Item) -> str | None:
             keys.add(name)
         elif fixturedef.scope in ("module", "package"):
             keys.add(item.module.__name__)
-    # quick_jet_build is the one artefact that tests of several modules share: it decides their group alone
-    return "quick_jet_build" if "quick_jet_build" in keys else "+".join(sorted(keys)) or None
+    return "+".join(sorted(keys)) or None
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
@@ -126,7 +162,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     groups = {}
     for item in items:
-        mark = item.get_closest_marker("xdist_group")  # set by the test itself (notebook 01)
+        mark = item.get_closest_marker("xdist_group")  # a group a test sets itself
         group = mark.args[0] if mark is not None else _xdist_group(item)
         if group is not None:
             if mark is None:
@@ -135,12 +171,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     slow_groups = {g for item in items if item.get_closest_marker("slow") and (g := groups.get(item.nodeid))}
 
     def rank(item: pytest.Item) -> int:
-        group = groups.get(item.nodeid)
-        if group == "quick_jet_build":
+        if groups.get(item.nodeid) in slow_groups:
             return 0
-        if group in slow_groups:
-            return 1
-        return 2 if item.get_closest_marker("slow") else 3
+        return 1 if item.get_closest_marker("slow") else 2
 
     items.sort(key=rank)  # stable: collection order within each rank
 

@@ -44,17 +44,12 @@ def figures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("notebook_figures")
 
 
-#: The notebooks that read FASTML_NOTEBOOK_CACHE: they run on the xdist worker holding the session's quick build.
+#: The notebooks that read FASTML_NOTEBOOK_CACHE: the run's shared quick build (tests/conftest.py).
 REUSE_QUICK_BUILD = {"01_quickstart"}
 
 
-def _notebook_param(path: Path):
-    marks = [pytest.mark.xdist_group("quick_jet_build")] if path.stem in REUSE_QUICK_BUILD else []
-    return pytest.param(path, marks=marks, id=path.stem)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [_notebook_param(p) for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path: Path, request: pytest.FixtureRequest, figures_dir: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
