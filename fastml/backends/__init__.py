@@ -52,13 +52,15 @@ class ExportContents:
     ``files``: path inside the bundle (POSIX, relative) -> file on disk; ``interface`` and ``simulate``:
     Markdown lines for the README's interface section (ports, widths, fixed-point types, latency, II) and
     its simulator commands, run from the extracted bundle; ``dirs``: folders the bundle holds even when empty
-    (a simulator's working directory).
+    (a simulator's working directory); ``tools``: the packages whose versions made the files (keys of
+    ``report.versions``), named in the README's first lines.
     """
 
     files: dict[str, Path]
     interface: list[str]
     simulate: list[str]
     dirs: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
 
 
 @dataclass
