@@ -9,6 +9,7 @@ files and writes the README's interface and simulator lines; ``fastml.export`` a
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import FastmlError
 from ..report import LATENCY_SOURCE_ORDER, NOT_RUN, Report
-from ._testbench import INTERFACE_FILE, TB_DIR
+from ._testbench import EXPECTED_FILE, INPUTS_FILE, INTERFACE_FILE, TB_DIR
 
 #: Where a build saves the events it verified bit for bit and its reference outputs for them (``x``, ``y_ref``).
 EVENTS_FILE = "model/verify_inputs.npz"
@@ -100,6 +101,13 @@ def named_elements(what: str, names: list[str]) -> list[str]:
     return ["", f"{what}: " + ", ".join(f"{i} `{n}`" for i, n in enumerate(names)) + "."]
 
 
+def vectors_sentence(events: int, top: str) -> str:
+    """What ``firmware/tb/`` of an HDL project holds, for the README (each backend says how its testbench checks)."""
+    return (f"`firmware/{TB_DIR}/` holds `{INPUTS_FILE}` / `{EXPECTED_FILE}` ({events} events the build verified "
+            "bit for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
+            f"`{INTERFACE_FILE}` and the self-checking testbench `{top}_tb`")
+
+
 def tcl_settings(path: Path) -> dict[str, str]:
     """The ``set name value`` lines of a vendor script (``project.tcl``, ``hls_parameters.tcl``): name -> value."""
     try:
@@ -117,6 +125,92 @@ def stage_switches(text: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^\s*(\w+)\s+([01])\s*$", blocks[-1], re.M)} if blocks else {}
 
 
+def c_prototype(source: Path, top: str) -> str:
+    """``void <top>(...);`` as declared or defined in an HLS project's header or source (``FastmlError``, one line,
+    without one)."""
+    try:
+        text = source.read_text()
+    except OSError as err:
+        raise FastmlError(f"export: {source}: cannot read the top function's source ({err.strerror}); expected the "
+                          "HLS project as its tool wrote it") from None
+    m = re.search(rf"\bvoid\s+{re.escape(top)}\s*\((.*?)\)\s*[;{{]", text, re.S)
+    if m is None:
+        raise FastmlError(f"export: {source}: no top function {top}(...); expected the source the project's tool "
+                          "wrote")
+    return m[0][:-1].rstrip() + ";"
+
+
+def c_declarations(text: str) -> tuple[dict[str, tuple[str, str | None]], dict[str, int]]:
+    """The typedefs (name -> (definition, array size or None)) and integer constants (``#define N 16``, ``static
+    const int n = 16;``) of C++ headers."""
+    typedefs = {t[2]: (" ".join(t[1].split()), t[3]) for t in
+                re.finditer(r"\btypedef\s+([^;{}]+?)\s+(\w+)\s*(?:\[\s*([^\]]+?)\s*\])?\s*;", text)}
+    numbers = {d[1]: int(d[2]) for d in re.finditer(r"^\s*#define\s+(\w+)\s+(\d+)\s*$", text, re.M)}
+    numbers.update({d[1]: int(d[2]) for d in re.finditer(r"\bconst\s+(?:unsigned\s+)?int\s+(\w+)\s*=\s*(\d+)\s*;",
+                                                           text)})
+    return typedefs, numbers
+
+
+def _split_params(text: str) -> list[str]:
+    """Comma-separated parameters at bracket depth 0 (``nnet::array<ap_fixed<8,3>, 4>``, ``x[f(a, b)]`` stay whole)."""
+    params, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += {"<": 1, "(": 1, "[": 1, ">": -1, ")": -1, "]": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            params.append(text[start:i])
+            start = i + 1
+    params.append(text[start:])
+    return [" ".join(p.split()) for p in params if p.strip()]
+
+
+def _count(expr: str, numbers: dict[str, int]) -> int | str:
+    """An array size (``16``, ``N_INPUT_1_1*N_INPUT_2_1``, ``n_features``) as a number, else as written."""
+    values = [int(f) if f.isdigit() else numbers.get(f) for f in (f.strip() for f in expr.split("*"))]
+    return math.prod(v for v in values if v is not None) if all(v is not None for v in values) else expr
+
+
+def c_arguments(prototype: str, declarations: str, direction: Callable[[int, str], str],
+                shapes: dict[str, list[int]] | None = None) -> list[dict[str, Any]]:
+    """One row per argument of the top function ``prototype``: name, direction (``direction(position, name)``:
+    ``in``, ``out`` or another word), C++ type, the fixed-point type of an element (through ``declarations``'
+    typedefs, ``nnet::array`` words unpacked), and the element count (``shapes[name]`` where given, else the array
+    size, evaluated with the headers' constants where it can be)."""
+    typedefs, numbers = c_declarations(declarations)
+    rows = []
+    for position, param in enumerate(_split_params(prototype[prototype.index("(") + 1:prototype.rindex(")")])):
+        stream = re.fullmatch(r"hls::stream<\s*(\w+)\s*>\s*&\s*(\w+)", param)
+        array = re.fullmatch(r"(?:const\s+)?(\w+)\s+&?\s*(\w+)\s*(?:\[\s*(.+?)\s*\])?", param)
+        ctype, name = (stream[1], stream[2]) if stream else (array[1], array[2]) if array else ("", param)
+        size = array[3] if array else None
+        element = ctype
+        for _ in range(8):  # typedef chains are short; a cycle would be a broken header
+            if element not in typedefs:
+                break
+            element, dims = typedefs[element]
+            size = size or dims
+        packed = re.fullmatch(r"nnet::array<\s*(.+?)\s*,\s*([^,]+?)\s*>", element)
+        if packed:
+            element = typedefs.get(packed[1], (packed[1], None))[0]
+        shape = (shapes or {}).get(name)
+        elements = math.prod(int(n) for n in shape) if shape else _count(size, numbers) if size else 1
+        rows.append({"name": name, "direction": direction(position, name), "ctype": ctype, "element": element,
+                     "stream": bool(stream), "per_word": packed[2] if packed else None, "elements": elements})
+    return rows
+
+
+def argument_table(rows: list[dict[str, Any]]) -> list[str]:
+    """A Markdown table of ``c_arguments`` rows, with each element's fixed-point format."""
+    lines = ["| argument | direction | elements | C++ type | element type | signed | fraction bits |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = ap_format(r["element"])
+        kind = f"`hls::stream<{r['ctype']}>` ({r['per_word']} elements a word)" if r["stream"] else f"`{r['ctype']}`"
+        signed, frac = ("yes" if fmt[2] else "no", str(fmt[0] - fmt[1])) if fmt else ("", "")
+        count = r["elements"] if isinstance(r["elements"], int) else f"`{r['elements']}`"
+        lines.append(f"| `{r['name']}` | {r['direction']} | {count} | {kind} | `{r['element']}` | {signed} | {frac} |")
+    return lines
+
+
 def ap_format(type_text: str) -> tuple[int, int, bool] | None:
     """``ap_fixed<W,I,...>`` / ``ap_ufixed`` / ``ap_int<W>`` / ``ap_uint<W>`` -> (W, I with the sign, signed)."""
     m = re.fullmatch(r"\s*ap_(u?)(fixed|int)\s*<\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?(?:,[^>]*)?>\s*", type_text)
@@ -126,8 +220,16 @@ def ap_format(type_text: str) -> tuple[int, int, bool] | None:
     return width, int(m[4]) if m[4] is not None else width, not m[1]
 
 
-def clock_line(part: str, clock_ns: float) -> str:
-    return f"part `{part}`, clock {clock_ns:g} ns ({1000 / clock_ns:g} MHz)"
+def clock_line(part: str | None, clock_ns: str | float | None, where: str) -> str:
+    """``part `...`, clock 5 ns (200 MHz)``; ``where``: the file (and key) the clock period comes from, for the
+    one-line error when it is not a positive number."""
+    try:
+        ns = float(clock_ns)  # type: ignore[arg-type]
+        mhz = 1000 / ns
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise FastmlError(f"export: {where}: clock period {clock_ns!r} is not a number of ns; expected e.g. 5.0 "
+                          "(rebuild the project)") from None
+    return f"part `{part or '?'}`, clock {ns:g} ns ({mhz:g} MHz)"
 
 
 def latency_lines(report: Report, where: str) -> list[str]:
@@ -145,5 +247,6 @@ def latency_lines(report: Report, where: str) -> list[str]:
     return (lines or ["- Latency and II: not estimated in report.json."]) + [f"- {where}."]
 
 
-__all__ = ["EVENTS_FILE", "ap_format", "class_names", "clock_line", "collect", "element_table", "ensure_testbench",
-           "feature_names", "latency_lines", "named_elements", "stage_switches", "tcl_settings"]
+__all__ = ["EVENTS_FILE", "ap_format", "argument_table", "c_arguments", "c_declarations", "c_prototype", "class_names",
+           "clock_line", "collect", "element_table", "ensure_testbench", "feature_names", "latency_lines",
+           "named_elements", "stage_switches", "tcl_settings", "vectors_sentence"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import ExportContents
-from .._export import class_names, collect, element_table, ensure_testbench, feature_names
+from .._export import class_names, collect, element_table, ensure_testbench, feature_names, vectors_sentence
 from .._testbench import ghdl_command
 from .testbench import TB_DIR, cocotb_file, read_interface
 
@@ -76,9 +76,7 @@ def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
                  if str(iface.get("compiler") or "").startswith("alkaid")
                  else "da4ml's lookup tables are read from there by name")
     lines = [
-        f"`firmware/{TB_DIR}/` holds `inputs.hex` / `expected.hex` ({iface['events']} events the build verified bit "
-        "for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
-        f"`interface.json` and the self-checking testbench `{top}_tb`: it streams one event a clock, compares "
+        vectors_sentence(iface["events"], top) + ": it streams one event a clock, compares "
         f"`model_out` {iface['latency_cycles']} clocks later and ends with one `PASS` or `FAIL` line (FAIL exits "
         f"non-zero). Run it from `{_RUN_DIR}` ({where_why}):",
         "",
