@@ -169,6 +169,25 @@ def test_conifer_vhdl_bundle_passes_ghdl_and_fails_on_one_flipped_bit(bdt_vhdl: 
     assert "mismatch: event 4:" in bad.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["hls4ml", "conifer"])
+def test_export_writes_the_testbench_of_a_project_built_without_one(which: str, request, tmp_path: Path) -> None:
+    """From the saved verification events (model/verify_inputs.npz): the same files the build wrote."""
+    project = request.getfixturevalue("quick_jet_build")[0] if which == "hls4ml" else request.getfixturevalue(
+        "bdt_vhdl")
+    old = tmp_path / "old"
+    shutil.copytree(project, old, ignore=shutil.ignore_patterns("*.so", "*.cf"))
+    shutil.rmtree(old / "firmware" / "tb")
+    if which == "hls4ml":
+        shutil.rmtree(old / "firmware" / "tb_data")
+    with tarfile.open(export_project(old, tmp_path / "old.tar.gz")) as tar:
+        bundled = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    written = [f for f in bundled if f.startswith(("firmware/tb/", "firmware/tb_data/"))]
+    assert len(written) == 4  # hls4ml: check.cpp, interface.json, the two .dat; conifer: two vectors, .vhd, .json
+    for name in written:
+        assert bundled[name] == (project / name).read_bytes(), name
+
+
 # --- refusals, and the reading of HLS sources (no build) ---
 
 def test_a_project_with_nothing_to_export_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
