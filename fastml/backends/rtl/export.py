@@ -67,6 +67,11 @@ def interface_lines(iface: dict[str, Any], names: list[str], classes: list[str])
     return lines
 
 
+def _compiler(iface: dict[str, Any]) -> str:
+    """The distribution that wrote the RTL (``firmware.compiler``), for the bundle README's versions."""
+    return "alkaid" if str(iface.get("compiler") or "").startswith("alkaid") else "da4ml"
+
+
 def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
     """Simulator commands for the bundle's testbench, run from the bundle's top folder (``cocotb``: the bundle has
     the cocotb test too)."""
@@ -120,4 +125,4 @@ def export_contents(project_dir: Path, testbench: Callable[[Path, np.ndarray, np
                             class_names(project_dir, n["model_out"]))
     return ExportContents(files=collect(firmware, _FIRMWARE_PARTS), interface=lines,
                           simulate=simulate_lines(iface, (firmware / TB_DIR / cocotb_file(iface["top"])).is_file()),
-                          dirs=(_RUN_DIR,), tools=("da4ml",))
+                          dirs=(_RUN_DIR,), tools=(_compiler(iface),))
