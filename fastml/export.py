@@ -51,12 +51,12 @@ def _verification_lines(report: Report) -> list[str]:
 def readme(report: Report, contents: ExportContents) -> str:
     """The bundle's README.md."""
     lat = report.latency
+    versions = ", ".join(f"{tool} {report.versions.get(tool, '?')}" for tool in ("fastml", *contents.tools))
     lines = [
         f"# {report.name}: firmware for integration",
         "",
-        f"Exported by fastml from a `{report.backend}` build (fastml {report.versions.get('fastml', '?')}, "
-        f"da4ml {report.versions.get('da4ml', '?')}; config hash `{report.config_hash}`, built {report.created}, "
-        f"status `{report.status}`).",
+        f"Exported by fastml from a `{report.backend}` build ({versions}; config hash `{report.config_hash}`, built "
+        f"{report.created}, status `{report.status}`).",
         "",
         "## Interface",
         "",

@@ -52,13 +52,15 @@ class ExportContents:
     ``files``: path inside the bundle (POSIX, relative) -> file on disk; ``interface`` and ``simulate``:
     Markdown lines for the README's interface section (ports, widths, fixed-point types, latency, II) and
     its simulator commands, run from the extracted bundle; ``dirs``: folders the bundle holds even when empty
-    (a simulator's working directory).
+    (a simulator's working directory); ``tools``: the packages whose versions made the files (keys of
+    ``report.versions``), named in the README's first lines.
     """
 
     files: dict[str, Path]
     interface: list[str]
     simulate: list[str]
     dirs: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
 
 
 @dataclass
@@ -184,8 +186,9 @@ class Backend(ABC):
 
     def export(self, project_dir: Path) -> ExportContents:
         """The integrator's files of a built project; ``FastmlError`` (one line) where the backend has none."""
-        raise FastmlError(f"export: not run for backend {self.name} yet: it bundles rtl (da4ml Verilog/VHDL) projects "
-                          f"so far; the vectors and testbench a build wrote are under {project_dir}/firmware")
+        raise FastmlError(f"export: backend {self.name!r} hands fastml export no files (its Backend.export is not "
+                          f"written); the built-in rtl, hls4ml and conifer backends have one. The project is under "
+                          f"{project_dir}")
 
     def owns(self, firmware_dir: Path) -> bool:
         """Whether ``firmware_dir`` looks like this backend's output (for a project without ``report.json``)."""

@@ -210,6 +210,14 @@ def vhdl_verdict(top: str, extra: str = "") -> str:
 """
 
 
+def ghdl_command(top: str, files: str, work: str | None = None) -> str:
+    """The shell line that analyses ``files`` (VHDL-2008, with the testbench ``<top>_tb``) into the GHDL library
+    ``work`` (default ``/tmp/<top>_ghdl``), elaborates and runs the testbench: its exit status is the verdict's."""
+    work = work or f"/tmp/{top}_ghdl"
+    opts = f"--std=08 --workdir={work}"
+    return (f"mkdir -p {work} && ghdl -i {opts} {files} && ghdl -m {opts} {top}_tb && ghdl -r {opts} {top}_tb")
+
+
 __all__ = ["EXPECTED_FILE", "INPUTS_FILE", "INTERFACE_FILE", "SHOWN_MISMATCHES", "TB_DIR", "VHDL_NEXT_WORD", "Field",
-           "bus_width", "fields_of", "hex_bits", "hex_lines", "pack", "quantise", "read_hex", "read_interface",
-           "to_values", "unpack", "vector_file", "vector_header", "vhdl_verdict"]
+           "bus_width", "fields_of", "ghdl_command", "hex_bits", "hex_lines", "pack", "quantise", "read_hex",
+           "read_interface", "to_values", "unpack", "vector_file", "vector_header", "vhdl_verdict"]

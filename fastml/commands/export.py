@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "bundle a built project for integration: HDL, testbench and vectors, README with the interface, checksums"
+HELP = ("bundle a built project for integration: firmware (HDL, or the HLS project), testbench and vectors, README "
+        "with the interface and simulator commands, checksums")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help=HELP, description=HELP + "; the same project gives byte-identical "
-                              "bundles. rtl (da4ml) projects only, for now.")
+                              "bundles. rtl, hls4ml and conifer (vhdl, xilinxhls) projects.")
     p.add_argument("project", metavar="PROJECT_DIR", help="a built project folder (hls_projects/<name>/)")
     p.add_argument("--out", metavar="FILE.tar.gz", default=None,
                    help="where to write the bundle (default: PROJECT_DIR-export.tar.gz beside the project)")

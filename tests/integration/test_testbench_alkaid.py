@@ -130,6 +130,8 @@ def test_alkaid_export_writes_the_testbench_of_a_project_built_without_one(proje
     readme = (root / "README.md").read_text()
     assert "iverilog -g2012" in readme and "| `model_inp` | in | " in readme
     assert "alkaid's RTL reads no files" in readme and "lookup tables" not in readme
+    from importlib.metadata import version
+    assert f"alkaid {version('alkaid')};" in readme.splitlines()[2]  # the compiler that wrote the RTL, not da4ml
     assert not (root / "firmware" / "sim").exists() and not (root / "firmware" / "model").exists()
 
 

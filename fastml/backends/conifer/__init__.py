@@ -6,6 +6,7 @@
 ``reference``  the ensemble evaluated in ``ap_fixed`` arithmetic, as conifer's firmware does
 ``estimate``   yosys on the VHDL project (through ``ghdl synth``)
 ``testbench``  VHDL projects: test vectors of the verification events and a self-checking VHDL testbench
+``export``     what ``fastml export`` bundles: VHDL + testbench, or the Vitis HLS project; interface, commands
 =============  ==========================================================================
 
 Synthesis: ``build_hls.tcl`` (HLS tool, then ``vivado_synth.tcl`` for ``vsynth``) or, for VHDL, ``synth.tcl``
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING
 from ..._internal.vendor import SynthStep, flow_script, hls_step, opt_tcl
 from ..._internal.yosys import yosys_into_report
 from ...report import NOT_RUN, Report
-from .. import Backend, FirmwareProject
+from .. import Backend, ExportContents, FirmwareProject
 from .convert import convert as convert_trees
 from .estimate import conifer_vhdl_yosys_resources
+from .export import export_contents
 from .testbench import TB_DIR, TOP, VHDL_DIR, write_testbench
 
 if TYPE_CHECKING:
@@ -66,6 +68,9 @@ class ConiferBackend(Backend):
                     "(firmware.conifer_backend: vhdl); an HLS or C++ project has no RTL before the vendor tools")
         interface = write_testbench(firmware, x, reference)
         return f"firmware/{TB_DIR}: {interface['events']} events, vhdl testbench of {TOP}"
+
+    def export(self, project_dir: Path) -> ExportContents:
+        return export_contents(project_dir, self.testbench)
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         firmware = project_dir / "firmware"

@@ -6,6 +6,7 @@
 ``csim_cache``, ``csim_split``  fastml's compile of hls4ml's sources: flags, parallel units, content-hash cache
 ``diagnose``                  the project's C++ with per-layer trace hooks
 ``testbench``                 hls4ml's ``tb_data/`` of the verification events, a checking copy of its C testbench
+``export``                    what ``fastml export`` bundles: the HLS project, testbench, interface, commands
 ============================  ==================================================================
 
 Estimates: ``da4ml_estimate`` of the same network as da4ml RTL (hls4ml writes no Verilog before Vitis HLS).
@@ -25,9 +26,10 @@ from ..._internal.vendor import SynthStep, flow_script, hls_step, opt_tcl
 from ...errors import FastmlError
 from ...models.qonnx_model import QONNXGraph
 from ...report import NOT_RUN, Report
-from .. import Backend, FirmwareProject
+from .. import Backend, ExportContents, FirmwareProject
 from .convert import convert as convert_keras
 from .diagnose import diagnose_hls4ml
+from .export import export_contents
 from .qonnx import convert_qonnx
 from .testbench import TB_DATA, write_testbench
 
@@ -104,6 +106,9 @@ class Hls4mlBackend(Backend):
         interface = write_testbench(firmware, project, x, reference)
         return (f"firmware/{TB_DATA}: {interface['events']} events for hls4ml's {project}_test.cpp; "
                 f"firmware/{interface['checking_copy']} checks them")
+
+    def export(self, project_dir: Path) -> ExportContents:
+        return export_contents(project_dir, self.testbench)
 
     def synth_steps(self, project_dir: Path, stages: list[str], tools: dict[str, str | None]) -> list[SynthStep]:
         want = set(stages)

@@ -129,7 +129,7 @@ class RtlBackend(Backend):
                 f"{interface['differs_from_reference']} differ from the reference")
 
     def export(self, project_dir: Path) -> ExportContents:
-        return export_contents(project_dir)
+        return export_contents(project_dir, self.testbench)
 
     def owns(self, firmware_dir: Path) -> bool:
         return (firmware_dir / METADATA_FILE).is_file()

@@ -6,16 +6,16 @@ fastml wrote testbenches gets one here, from the events its build verified (``mo
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import FastmlError
 from .. import ExportContents
-from .alkaid_testbench import built_by_alkaid, write_alkaid_testbench
-from .testbench import INTERFACE_FILE, TB_DIR, cocotb_file, read_interface, write_testbench
+from .._export import class_names, collect, element_table, ensure_testbench, feature_names, vectors_sentence
+from .._testbench import ghdl_command
+from .testbench import TB_DIR, cocotb_file, read_interface
 
 #: Folders and files of ``firmware/`` an integrator gets: sources, lookup tables, constraints, vendor scripts,
 #: the testbench. Left out: da4ml's verilator binder (``sim/``), its JSON logic (``model/``), fastml's
@@ -25,54 +25,6 @@ _FIRMWARE_PARTS = ("src", TB_DIR, "metadata.json", "build_vivado_prj.tcl", "buil
 
 #: Where the testbenches run: da4ml's lookup tables are read from there by bare name (empty without tables).
 _RUN_DIR = "firmware/src/memfiles"
-
-
-def _ensure_testbench(project_dir: Path) -> None:
-    firmware = project_dir / "firmware"
-    if (firmware / TB_DIR / INTERFACE_FILE).is_file():
-        return
-    events = project_dir / "model" / "verify_inputs.npz"
-    try:
-        with np.load(events) as saved:
-            x, y_ref = saved["x"], saved["y_ref"]
-    except (OSError, KeyError, ValueError) as err:
-        raise FastmlError(f"{events}: cannot read the verification events to write firmware/{TB_DIR} ({err}); "
-                          "expected the x and y_ref arrays a build saves (rebuild the project)") from None
-    writer = write_alkaid_testbench if built_by_alkaid(firmware) else write_testbench
-    writer(firmware, x, y_ref)
-
-
-def _feature_names(project_dir: Path, n: int) -> list[str]:
-    """The recipe's input feature names (``model/scaler.json``) when there is one per input element."""
-    try:
-        names = json.loads((project_dir / "model" / "scaler.json").read_text()).get("features", [])
-    except (OSError, ValueError):
-        return []
-    return [str(s) for s in names] if len(names) == n else []
-
-
-def _class_names(project_dir: Path, n: int) -> list[str]:
-    """The classes a classifier's outputs score (``report.json``'s ``data.classes``), one per output element."""
-    try:
-        names = json.loads((project_dir / "report.json").read_text()).get("data", {}).get("classes", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [str(s) for s in names] if isinstance(names, list) and len(names) == n else []
-
-
-def _element_table(fields: list[dict[str, Any]], names: list[str], what: str = "feature") -> list[str]:
-    head = "| element | bits | type | signed | integer bits | fraction bits |"
-    if names:
-        head = f"| element | {what} | bits | type | signed | integer bits | fraction bits |"
-    rows = [head, "|" + "---|" * (head.count("|") - 1)]
-    for f in fields:
-        msb = f["lsb"] + f["width"] - 1
-        kind = "ap_fixed" if f["signed"] else "ap_ufixed"
-        cells = [str(f["index"])] + ([f"`{names[f['index']]}`"] if names else []) + [
-            f"[{msb}:{f['lsb']}]", f"`{kind}<{f['width']},{f['width'] - f['fractional']}>`",
-            "yes" if f["signed"] else "no", str(f["integers"]), str(f["fractional"])]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
 
 
 def interface_lines(iface: dict[str, Any], names: list[str], classes: list[str]) -> list[str]:
@@ -106,13 +58,18 @@ def interface_lines(iface: dict[str, Any], names: list[str], classes: list[str])
         "",
         "`model_inp` elements (the model's inputs after fastml's scaling; `model/scaler.json` of the project has it):",
         "",
-        *_element_table(iface["inputs"], names),
+        *element_table(iface["inputs"], names),
         "",
         "`model_out` elements" + (" (a score per class; the largest is the prediction)" if classes else "") + ":",
         "",
-        *_element_table(iface["outputs"], classes, "class"),
+        *element_table(iface["outputs"], classes, "class"),
     ]
     return lines
+
+
+def _compiler(iface: dict[str, Any]) -> str:
+    """The distribution that wrote the RTL (``firmware.compiler``), for the bundle README's versions."""
+    return "alkaid" if str(iface.get("compiler") or "").startswith("alkaid") else "da4ml"
 
 
 def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
@@ -124,9 +81,7 @@ def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
                  if str(iface.get("compiler") or "").startswith("alkaid")
                  else "da4ml's lookup tables are read from there by name")
     lines = [
-        f"`firmware/{TB_DIR}/` holds `inputs.hex` / `expected.hex` ({iface['events']} events the build verified bit "
-        "for bit, one bus word a line in hex, with a `//` header naming each element's bits and format), "
-        f"`interface.json` and the self-checking testbench `{top}_tb`: it streams one event a clock, compares "
+        vectors_sentence(iface["events"], top) + ": it streams one event a clock, compares "
         f"`model_out` {iface['latency_cycles']} clocks later and ends with one `PASS` or `FAIL` line (FAIL exits "
         f"non-zero). Run it from `{_RUN_DIR}` ({where_why}):",
         "",
@@ -136,9 +91,7 @@ def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
     if iface["flavor"] == "vhdl":
         lines += [
             "# GHDL (VHDL-2008)",
-            f"mkdir -p /tmp/{top}_ghdl && ghdl -i --std=08 --workdir=/tmp/{top}_ghdl ../static/*.vhd ../*.vhd "
-            f"{tb}.vhd && ghdl -m --std=08 --workdir=/tmp/{top}_ghdl {top}_tb && ghdl -r --std=08 "
-            f"--workdir=/tmp/{top}_ghdl {top}_tb",
+            ghdl_command(top, f"../static/*.vhd ../*.vhd {tb}.vhd"),
             "# Verilog simulators: the Verilog testbench instantiates the same entity; use a mixed-language "
             "simulator",
         ]
@@ -161,23 +114,15 @@ def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
     return lines
 
 
-def export_contents(project_dir: Path) -> ExportContents:
-    """The rtl project's files, interface and simulator commands for ``fastml export``."""
-    _ensure_testbench(project_dir)
+def export_contents(project_dir: Path, testbench: Callable[[Path, np.ndarray, np.ndarray], str]) -> ExportContents:
+    """The rtl project's files, interface and simulator commands for ``fastml export`` (``testbench``: the backend's,
+    for a project built before fastml wrote one)."""
+    ensure_testbench(project_dir, testbench)
     firmware = project_dir / "firmware"
     iface = read_interface(firmware)
-    files: dict[str, Path] = {}
-    for part in _FIRMWARE_PARTS:
-        path = firmware / part
-        if path.is_file():
-            files[f"firmware/{part}"] = path
-        elif path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.is_file():
-                    files[f"firmware/{f.relative_to(firmware).as_posix()}"] = f
     n = {p["name"]: p.get("elements", 1) for p in iface["ports"]}
-    lines = interface_lines(iface, _feature_names(project_dir, n["model_inp"]),
-                            _class_names(project_dir, n["model_out"]))
-    return ExportContents(files=files, interface=lines,
+    lines = interface_lines(iface, feature_names(project_dir, n["model_inp"]),
+                            class_names(project_dir, n["model_out"]))
+    return ExportContents(files=collect(firmware, _FIRMWARE_PARTS), interface=lines,
                           simulate=simulate_lines(iface, (firmware / TB_DIR / cocotb_file(iface["top"])).is_file()),
-                          dirs=(_RUN_DIR,))
+                          dirs=(_RUN_DIR,), tools=(_compiler(iface),))
