@@ -25,7 +25,9 @@ drive on the falling edge, count mismatches (``!==``/``/=``: X or Z bits are mis
 of them and end with one ``PASS``/``FAIL`` line. They run with the working directory
 ``firmware/src/memfiles`` (da4ml's lookup tables are read from there by bare name, as in da4ml's own
 binder), so their default vector paths are ``../../tb/*.hex``; ``+inputs=`` / ``+expected=`` (Verilog)
-or the generics ``INPUTS_FILE`` / ``EXPECTED_FILE`` (VHDL) point elsewhere.
+or the generics ``INPUTS_FILE`` / ``EXPECTED_FILE`` (VHDL) point elsewhere. The Verilog testbench's ``+events=K``
+checks only the first K events (event-driven simulators take tens of ms per event of a large design); its vector
+files may then hold just those K.
 """
 
 from __future__ import annotations
