@@ -110,7 +110,8 @@ def _rom_style_fix(files: Sequence[str], top: str) -> str:
     """Yosys commands that drop ``rom_style`` attributes, for designs that set one (else "").
 
     da4ml's ``lookup_table.v`` (the LUT network's tables, softmax tables) marks its ROM
-    ``(* rom_style = (BW_IN <= 999) ? "distributed" : "block" *)``; with it yosys 0.23's synth_xilinx stops
+    ``(* rom_style = (BW_IN <= 999) ? "distributed" : "block" *)`` (an rtl build writes it as the constant
+    ``"distributed"``: ``fastml.backends.rtl.convert.portable_lookup_table``); with it yosys 0.23's synth_xilinx stops
     with "no valid mapping found for memory ...lut_rom" (tables of 64 to 1 024 entries tried). Without the
     attribute yosys maps the ROM to LUTs (LUT6/MUXF7-9 logic), which is what a distributed ROM is on the FPGA.
     """

@@ -41,6 +41,25 @@ _SIM_MAX_BITS = 32
 #: while simulating 10 000 events takes 0.3 s instead of 0.15 s. Make reads these variable definitions
 #: from MAKEFLAGS as command-line overrides (they reach verilator's own sub-make too); spaces are escaped.
 _FAST_BUILD_MAKEFLAGS = r"OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0 CFLAGS=-std=c++17\ -fPIC\ -O0"
+#: da4ml 0.5's Verilog lookup-table primitive (``src/static/lookup_table.v``) picks its ROM style with an attribute
+#: that depends on a parameter: legal Verilog, but Icarus Verilog 11 refuses every instance ("... is not a constant
+#: expression"), so no project with tables (the LUT network) compiled there. A table has 2**BW_IN entries, so
+#: BW_IN <= 999 always holds: the constant attribute asks for the same ROM style.
+_LOOKUP_TABLE_FILE = "src/static/lookup_table.v"
+_LOOKUP_TABLE_STYLE = ('(* rom_style = (BW_IN <= 999) ? "distributed" : "block" *)', '(* rom_style = "distributed" *)')
+
+
+def portable_lookup_table(firmware_dir: Path) -> bool:
+    """Give da4ml's ``lookup_table.v`` under ``firmware_dir`` a constant ``rom_style`` (``_LOOKUP_TABLE_STYLE``), so
+    every Verilog simulator elaborates it; True when the file was changed (absent or already constant: False)."""
+    path = firmware_dir / _LOOKUP_TABLE_FILE
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    if _LOOKUP_TABLE_STYLE[0] not in text:
+        return False
+    path.write_text(text.replace(*_LOOKUP_TABLE_STYLE))
+    return True
 
 
 def _io_too_wide(pipe: object) -> str | None:
@@ -197,6 +216,7 @@ def _write_da4ml(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, ti
     actual_cutoff = max(max(st.latency) / (i + 1) for i, st in enumerate(pipe.solutions))
     label = compiler_label()
     info = _write_with_settings(rtl_model, fw, label, cutoff, cutoff_source)
+    portable_lookup_table(firmware_dir)  # before the verilator build: it verifies the sources as shipped
     timings["write"] = time.perf_counter() - t0
     info |= {
         "max_delay_per_stage": float(actual_cutoff),  # da4ml delay units, after retiming

