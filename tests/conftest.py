@@ -133,7 +133,9 @@ def tiny_rtl_trained():
 # ---------------------------------------------------------------------------------------------- pytest-xdist
 #: Session/module fixtures cheap enough to make on every worker that needs one (seconds): they do not pin tests
 #: to one worker.
-CHEAP_SHARED_FIXTURES = frozenset({"repo_root", "toy_npz", "tiny_rtl_trained", "figures_dir"})
+CHEAP_SHARED_FIXTURES = frozenset({"repo_root", "toy_npz", "tiny_rtl_trained", "figures_dir",
+                                   # views of the run-shared builds below (a copy, a lookup)
+                                   "diagnosable", "quick_jet_at_seed", "quick_ae_build", "quick_conv_build"})
 #: Session fixtures whose artefact is made once per run and shared by every worker (``_built_once``): they do not
 #: pin tests to one worker either.
 RUN_SHARED_FIXTURES = frozenset({"quick_jet_build", "quick_recipe_build"})
