@@ -117,7 +117,7 @@ class RtlBackend(Backend):
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         if built_by_alkaid(project_dir / "firmware"):
-            diagnose_alkaid(project_dir, x, diag)
+            diagnose_alkaid(project_dir, x, diag, y_saved)
             return
         diagnose_rtl(project_dir, x, diag)
 
