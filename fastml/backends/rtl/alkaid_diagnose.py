@@ -61,8 +61,8 @@ def _saved_logic_outputs(project_dir: Path, x32: np.ndarray) -> tuple[np.ndarray
 
 def _diagnose_graph_outputs(project_dir: Path, x: np.ndarray, y_saved: np.ndarray | None, diag: Diagnosis) -> None:
     """A QONNX project: per-layer "not run" (no Keras layers), the saved logic's outputs against ``y_saved``."""
-    diag.not_run = ("the project was built from a QONNX graph (model/model.onnx), "
-                    "and alkaid's per-layer trace reads Keras layers (model/model.keras)")
+    diag.not_run = ("no model/model.keras in the project (it was built from a QONNX graph, model/model.onnx): "
+                    "alkaid's per-layer trace reads Keras layers")
     diag.reference = "the build's saved reference outputs (model/verify_inputs.npz y_ref: qonnx execute_onnx)"
     if y_saved is None:
         diag.notes.append(f"outputs {NOT_RUN}: no saved reference outputs for these events (--inputs)")
