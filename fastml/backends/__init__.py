@@ -121,6 +121,8 @@ class Backend(ABC):
             networks = [n for n in backend_names() if "network" in get_backend(n).families]
             raise ConfigError(f"{where}: firmware.backend {self.name!r} does not build neural networks; expected "
                               f"one of: {', '.join(networks)}")
+        if not hasattr(model, "layers"):  # a graph (QONNX), not Keras layers: its converter names what it refuses
+            return
         for op in operations(model):
             if self.takes_operation(op):
                 continue

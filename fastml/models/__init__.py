@@ -12,7 +12,7 @@
 ``conv``       ``fastml/models/conv.py``       conv net on calorimeter regions (teacher-student)  rtl, hls4ml
 ``keras``      ``fastml/models/keras_model.py``  any Keras model file (content-sniffed; float: quantize) hls4ml, rtl
 ``qkeras``     ``fastml/models/qkeras_model.py`` a QKeras / HGQ 1 proxy file, rebuilt as HGQ2    hls4ml
-``qonnx``      ``fastml/models/qonnx_model.py``  a QONNX .onnx (Brevitas/FINN), hls4ml QONNX front end hls4ml
+``qonnx``      ``fastml/models/qonnx_model.py``  a QONNX .onnx (Brevitas/FINN), hls4ml or alkaid     hls4ml, rtl
 =============  ==============================  =============================================  ==================
 
 Every kind is a ``ModelKind`` subclass (``fastml.models.base``) registered by defining it; its

@@ -5,8 +5,10 @@ The graph is cleaned with qonnx's own transforms (``cleanup_model``, ``ConvertTo
 qonnx's own execution (``execute_onnx``, the reference the firmware must reproduce bit for bit). Needs the
 ``qonnx`` extra (``.venv/bin/python -m pip install -e '.[qonnx]'``); without it the build says so in one line.
 
-Only the hls4ml backend takes ONNX (da4ml traces Keras models). ``Quant`` rounds with ``ROUND`` (half to
-even) and power-of-two scales map to fixed point; any other scale or rounding mode is refused by name.
+The hls4ml backend takes ONNX through hls4ml's front end; the rtl backend with ``firmware.compiler: alkaid``
+traces the graph node by node (``fastml.backends.rtl.qonnx_trace``; da4ml traces Keras models only, refused by the
+backend's ``check_layers``). ``Quant`` rounds with ``ROUND`` (half to even) and power-of-two scales map to fixed
+point; any other scale or rounding mode is refused by name.
 
 Files as the QONNX model zoo publishes them: the clean-up runs before any check (it rewrites the legacy
 ``finn.custom_op.general`` / ``onnx.brevitas`` domains). A graph without any ``Quant`` (a float export),
@@ -334,10 +336,10 @@ class QONNXModel(ModelKind):
     name = "qonnx"
     Section = QONNXSection
     layout = None
-    backends = ("hls4ml",)
-    backend_notes: ClassVar[dict[str, str]] = {"rtl": "da4ml traces Keras models, not ONNX graphs: use hls4ml",
-                                               "conifer": "conifer builds decision trees"}
-    summary = "a QONNX model (.onnx with Quant nodes), hls4ml's QONNX front end, checked against qonnx execution"
+    backends = ("hls4ml", "rtl")
+    backend_notes: ClassVar[dict[str, str]] = {"conifer": "conifer builds decision trees"}
+    summary = ("a QONNX model (.onnx with Quant nodes), hls4ml's QONNX front end or alkaid Verilog, checked against "
+               "qonnx execution")
     section: QONNXSection
 
     def check_section(self, cfg: BuildConfig) -> str | None:
@@ -359,8 +361,10 @@ class QONNXModel(ModelKind):
         built, edges = add_float_edges(published, self.section, data.x_train, where)
         graph = QONNXGraph(built, path)
         check_outputs(tuple(graph.output_shape[1:]), data.n_classes, where)
+        if self.check_layers is not None:  # the backend's own refusal (rtl: compiler and op types), before any run
+            self.check_layers(graph, where)
         trained = loaded_model(self.name, graph, path, lambda x: execute(built, x), data.n_classes, calibrated=False,
-                               extra={"imported_from": "QONNX (qonnx clean-up, hls4ml's QONNX front end)",
+                               extra={"imported_from": "QONNX (qonnx clean-up)",
                                       "reference": "qonnx execute_onnx" + (" with the added quantisers" if edges
                                                                              else ""),
                                       "float_edges": edges})

@@ -134,3 +134,34 @@ def test_qkeras_to_verilog_through_alkaid_matches_qkeras_bit_for_bit(tmp_path: P
     y_qkeras, _ = _golden("qkeras_mlp")
     with np.load(project / "model" / "verify_inputs.npz") as v:
         assert int(np.count_nonzero(v["y_ref"] != y_qkeras[: len(v["y_ref"])])) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("alkaid") is None or importlib.util.find_spec("qonnx") is None,
+                    reason="not run: alkaid or qonnx is not installed")
+def test_qonnx_to_verilog_through_alkaid_matches_qonnx_execution_bit_for_bit(tmp_path: Path) -> None:
+    """The QONNX tagger with backend rtl, compiler alkaid (configs/byo_qonnx_rtl.yaml, yosys off to save minutes):
+    alkaid's emulator and verilator match the reference on 10 000 events, and the reference is qonnx's own
+    execute_onnx (the golden file of the hls4ml recipe's events). The compiler and its cost model are recorded."""
+    import yaml
+
+    from fastml.cli import main
+    from fastml.report import load_report
+
+    recipe = yaml.safe_load((REPO / "configs" / "byo_qonnx_rtl.yaml").read_text())
+    recipe["model"]["path"] = str(QONNX / "qonnx_mlp.onnx")
+    recipe["firmware"]["yosys"] = False
+    (tmp_path / "byo_qonnx_rtl.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["build", str(tmp_path / "byo_qonnx_rtl.yaml"), "--output-dir", str(tmp_path / "out"),
+                 "--no-progress"]) == 0
+    project = tmp_path / "out" / "byo_qonnx_rtl"
+    report = load_report(project)
+    assert report.status == "ok"
+    assert set(report.verification) == {"emulator", "rtl_sim"}
+    for level in ("emulator", "rtl_sim"):
+        assert report.verification[level].mismatches == 0 and report.verification[level].samples == 10_000
+        assert report.verification[level].reference == "qonnx execute_onnx"
+    estimate = report.resources["da4ml_estimate"]
+    assert estimate.compiler.startswith("alkaid ") and estimate.lut > 0  # type: ignore[attr-defined]
+    with np.load(QONNX / "qonnx_mlp_golden.npz") as g, np.load(project / "model" / "verify_inputs.npz") as v:
+        assert int(np.count_nonzero(v["y_ref"] != g["y"][: len(v["y_ref"])])) == 0

@@ -3,7 +3,8 @@
 tests/integration/test_testbench.py proves the testbench writer with Icarus, verilator and GHDL on a tiny 16 -> 8 -> 5
 MLP; here it meets the recipes' own port shapes and logic: particle inputs (jet_deepsets, jet_attention), images
 (calo_conv), an autoencoder's score (anomaly_ae), HGQ2 table layers (jet_lut: da4ml's lookup-table primitive and its
-memory files), a QKeras model compiled by alkaid (byo_qkeras_rtl: alkaid's Verilog, the same testbench) and a
+memory files), a QKeras model compiled by alkaid (byo_qkeras_rtl: alkaid's Verilog, the same testbench), a QONNX
+graph traced by alkaid (byo_qonnx_rtl: 42-bit input elements, the input Quant's rounding in the firmware) and a
 float model quantised on import (byo_float_quantize). Each project is the session's ``--quick`` build
 (``quick_recipe_build``, shared with test_kinds / test_anomaly / test_diagnose); the simulation runs on a copy of
 its ``firmware/src`` and ``firmware/tb``. The testbench must say PASS and exit 0, and FAIL with a non-zero exit
@@ -28,6 +29,9 @@ byo_qkeras_rtl      48    12       5.5-6 s    2 s
 jet_deepsets        16    7        5.5 s      27 s
 jet_attention       23    19       16-18 s    27 s
 ==================  ====  =======  =========  ===============
+
+byo_qonnx_rtl (K 48, latency 12) was measured only as a whole: 56 s for the test (iverilog and both vvp runs),
+on the same machine under a similar load.
 
 jet_attention's K is its floor (latency 19 + 4): it cannot be simulated in less here. Icarus needs fastml's
 constant ``rom_style`` in da4ml's ``lookup_table.v`` (``fastml.backends.rtl.convert.portable_lookup_table``) to
@@ -55,6 +59,7 @@ EVENTS: dict[str, int] = {
     "calo_conv": 200,
     "byo_float_quantize": 48,
     "byo_qkeras_rtl": 48,
+    "byo_qonnx_rtl": 48,
     "jet_deepsets": 16,
     "jet_attention": 23,
 }

@@ -434,6 +434,8 @@ def test_qonnx_bad_files_and_non_fixed_point_scales_give_one_line(tmp_path: Path
         _train(_recipe(tmp_path, {"kind": "qonnx", "path": "scaled.onnx"}, "builtin:jets_hlf"))
     msg = _one_line(err)
     assert "(Quant)" in msg and "power-of-two" in msg
-    with pytest.raises(ConfigError) as err:
-        load_config(_recipe(tmp_path, {"kind": "qonnx", "path": "scaled.onnx"}, "builtin:jets_hlf", backend="rtl"))
-    assert "da4ml traces Keras models" in _one_line(err)
+    with pytest.raises(ConfigError) as err:  # rtl with its default compiler: da4ml takes no ONNX, alkaid does
+        _train(_recipe(tmp_path, {"kind": "qonnx", "path": str(QONNX / "qonnx_mlp.onnx")}, "builtin:jets_hlf",
+                       backend="rtl"))
+    assert "firmware.compiler 'da4ml' cannot build a QONNX graph" in _one_line(err)
+    assert "firmware.compiler: alkaid traces it" in str(err.value)

@@ -1,7 +1,8 @@
 """The ``rtl`` backend: an HGQ2 network straight to Verilog / VHDL, pipelined for the clock.
 
 Its compiler is ``firmware.compiler``: da4ml 0.5 (the default) or alkaid (da4ml's successor; it also traces
-half-to-even rounding and saturation, so imported QKeras models and saturating inputs reach Verilog). The
+half-to-even rounding and saturation, so imported QKeras models and saturating inputs reach Verilog, and traces
+QONNX graphs node by node: ``qonnx_trace``). The
 resource and latency keys stay ``da4ml_estimate`` / ``da4ml`` (the cost-model family budgets and baselines
 name); every figure carries ``compiler``, the compiler and version that produced it.
 
@@ -13,6 +14,7 @@ name); every figure carries ``compiler``, the compiler and version that produced
 ``testbench``         test vectors of the verification events and self-checking Verilog / VHDL testbenches
 ``alkaid_testbench``  the same for an alkaid project, read from its saved pipeline (``model/fsm.json.gz``)
 ``alkaid_diagnose``   ``diagnose`` for an alkaid project: alkaid's interpreter per Keras layer
+``qonnx_trace``       a QONNX graph (``model.kind qonnx``) traced node by node into alkaid logic
 ``export``            what ``fastml export`` bundles: HDL, testbench, interface, simulator commands
 ====================  ==========================================================================================
 
@@ -32,6 +34,7 @@ from ..._internal.vendor import SynthStep, flow_script
 from ..._internal.yosys import yosys_into_report
 from ...errors import ConfigError, FastmlError
 from ...models.imported import operations
+from ...models.qonnx_model import QONNXGraph
 from ...report import NOT_RUN, Latency, Report, Resources
 from .. import Backend, ExportContents, FirmwareProject, backend_names, get_backend
 from .alkaid_diagnose import diagnose_alkaid
@@ -40,6 +43,7 @@ from .convert import convert as convert_rtl
 from .diagnose import diagnose_rtl
 from .estimate import METADATA_FILE, rtl_metadata, rtl_yosys_resources
 from .export import export_contents
+from .qonnx_trace import check_qonnx_build
 from .testbench import TB_DIR, write_testbench
 
 if TYPE_CHECKING:
@@ -113,7 +117,7 @@ class RtlBackend(Backend):
 
     def diagnose(self, project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
         if built_by_alkaid(project_dir / "firmware"):
-            diagnose_alkaid(project_dir, x, diag)
+            diagnose_alkaid(project_dir, x, diag, y_saved)
             return
         diagnose_rtl(project_dir, x, diag)
 
@@ -136,7 +140,11 @@ class RtlBackend(Backend):
 
 
 def check_compiler_layers(model: Any, where: str, compiler: str) -> None:
-    """One-line ``ConfigError`` naming the first layer or quantiser of ``model`` that ``compiler`` cannot build."""
+    """One-line ``ConfigError`` naming the first layer or quantiser of ``model`` (a Keras model, or a QONNX graph:
+    its first node) that ``compiler`` cannot build."""
+    if isinstance(model, QONNXGraph):
+        check_qonnx_build(model.wrapper, where, compiler)
+        return
     if compiler == "alkaid":
         try:
             alkaid.version()

@@ -6,6 +6,10 @@ layer's input quantiser (``/<layer>/post_iq``) and output (``/<layer>/final``) i
 model; the project's saved logic (``firmware/model/comb.json.gz``, what the RTL is written from) is compared at the
 output only (pipelining does not keep layer boundaries), and a difference there that the re-trace does not show
 is reported as such.
+
+A project built from a QONNX graph (``model/model.onnx``, no ``model.keras``) has no Keras layers to compare: the
+per-layer comparison is "not run", and the saved logic's outputs are compared with the build's saved reference
+outputs (qonnx's execution: ``y_ref`` of ``model/verify_inputs.npz``) where the events are the saved ones.
 """
 
 from __future__ import annotations
@@ -42,16 +46,48 @@ def _reference_key(layer: Any, part: str, values: dict[str, np.ndarray]) -> str 
     return f"{layer.name}_{act}" if f"{layer.name}_{act}" in values else layer.name
 
 
-def diagnose_alkaid(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
+def _saved_logic_outputs(project_dir: Path, x32: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The project's saved logic (what the RTL is written from) on ``x32``, or None and why it cannot be read."""
+    from alkaid.types import CombLogic
+
+    try:
+        saved = CombLogic.load(project_dir / "firmware" / COMB_FILE)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, (f"{NOT_RUN}: cannot read firmware/{COMB_FILE} ({' '.join(str(err).split())[:120]}), the "
+                      "saved logic is unchecked")
+    y_fw = np.asarray(saved.predict(x32.astype(np.float64).reshape(len(x32), -1), n_threads=1), np.float64)
+    return y_fw.reshape(len(x32), -1), ""
+
+
+def _diagnose_graph_outputs(project_dir: Path, x: np.ndarray, y_saved: np.ndarray | None, diag: Diagnosis) -> None:
+    """A QONNX project: per-layer "not run" (no Keras layers), the saved logic's outputs against ``y_saved``."""
+    diag.not_run = ("no model/model.keras in the project (it was built from a QONNX graph, model/model.onnx): "
+                    "alkaid's per-layer trace reads Keras layers")
+    diag.reference = "the build's saved reference outputs (model/verify_inputs.npz y_ref: qonnx execute_onnx)"
+    if y_saved is None:
+        diag.notes.append(f"outputs {NOT_RUN}: no saved reference outputs for these events (--inputs)")
+        return
+    y_fw, why = _saved_logic_outputs(project_dir, np.asarray(x, np.float32))
+    if y_fw is None:
+        diag.notes.append(why)
+        return
+    y_ref = np.asarray(y_saved, np.float64).reshape(len(x), -1)
+    diag.output_mismatches = int((y_ref != y_fw).sum()) if y_ref.shape == y_fw.shape else None
+    diag.output_elements = int(y_ref.size)
+
+
+def diagnose_alkaid(project_dir: Path, x: np.ndarray, diag: Diagnosis, y_saved: np.ndarray | None = None) -> None:
     from alkaid.converter import trace_model
     from alkaid.trace import HWConfig, trace
-    from alkaid.types import CombLogic
 
     diag.firmware = FIRMWARE
     try:
         alkaid.version()
     except FastmlError as err:
         diag.not_run = str(err)
+        return
+    if not (project_dir / "model" / "model.keras").is_file() and (project_dir / "model" / "model.onnx").is_file():
+        _diagnose_graph_outputs(project_dir, x, y_saved, diag)
         return
     model = load_keras(project_dir)
     x32 = np.asarray(x, np.float32)
@@ -98,16 +134,11 @@ def diagnose_alkaid(project_dir: Path, x: np.ndarray, diag: Diagnosis) -> None:
         diag.layers.append(row)
 
     y_ref = np.asarray(model.predict(x32, verbose=0, batch_size=4096), np.float64).reshape(len(x), -1)
-    saved_path = project_dir / "firmware" / COMB_FILE
-    try:
-        saved = CombLogic.load(saved_path)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        diag.notes.append(f"{NOT_RUN}: cannot read firmware/{COMB_FILE} ({' '.join(str(err).split())[:120]}), the "
-                          "saved logic is unchecked")
+    y_fw, why = _saved_logic_outputs(project_dir, x32)
+    if y_fw is None:
+        diag.notes.append(why)
         first_divergence(diag)
         return
-    y_fw = np.asarray(saved.predict(x32.astype(np.float64).reshape(len(x32), -1), n_threads=1), np.float64)
-    y_fw = y_fw.reshape(len(x32), -1)
     diag.output_mismatches = int((y_ref != y_fw).sum()) if y_ref.shape == y_fw.shape else None
     diag.output_elements = int(y_ref.size)
     first_divergence(diag)

@@ -25,10 +25,12 @@ from ..._internal import alkaid
 from ..._internal.da4ml import compiler_label, latency_cutoff_for, pipeline, pipeline_figures, trace_keras
 from ..._internal.tools import find_ghdl, verilator_env, verilator_version
 from ...errors import ToolError, UnsupportedLogic
+from ...models.qonnx_model import QONNXGraph
 from ...report import NOT_RUN, Latency, Resources
 from .. import FirmwareProject
 from . import emulator as compiled_emulator
 from .estimate import RTL_TOP
+from .qonnx_trace import check_qonnx_build, trace_qonnx
 
 if TYPE_CHECKING:
     from ...models import TrainedModel
@@ -132,6 +134,8 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
     timings: dict[str, float] = {}
     firmware_dir = project_dir / "firmware"
     firmware_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(trained.model, QONNXGraph):  # a notebook's convert skips the recipe's check_layers
+        check_qonnx_build(trained.model.wrapper, str(trained.model.source), fw.compiler)
     if fw.compiler == "alkaid":
         comb, rtl_model, resources, latency, info, too_wide = _write_alkaid(trained, cfg, firmware_dir, timings)
     else:
@@ -185,7 +189,7 @@ def convert(trained: TrainedModel, cfg: BuildConfig, project_dir: Path) -> Firmw
         path=firmware_dir,
         simulators=simulators,
         reference=trained.predict_quantized,
-        reference_name="quantized model",
+        reference_name="qonnx execute_onnx" if isinstance(trained.model, QONNXGraph) else "quantized model",
         latency=latency,
         resources={"da4ml_estimate": resources},
         info=info,
@@ -238,11 +242,20 @@ def _write_with_settings(rtl_model: Any, fw: Any, label: str, cutoff: float, cut
 
 def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, timings: dict[str, float]
                   ) -> tuple[Any, Any, Resources, Latency, dict[str, object], str | None]:
-    """alkaid: trace (HGQ2's plugin), pipeline and write, as ``_write_da4ml``; settings in
-    ``fastml._internal.alkaid``."""
+    """alkaid: trace (HGQ2's plugin for a Keras model, ``qonnx_trace`` for a QONNX graph), pipeline and write, as
+    ``_write_da4ml``; settings in ``fastml._internal.alkaid``."""
     fw = cfg.firmware
     t0 = time.perf_counter()
-    comb = alkaid.trace_keras(trained.model)
+    if isinstance(trained.model, QONNXGraph):
+        comb, qonnx_port = trace_qonnx(trained.model.wrapper, str(trained.model.source))
+        input_port = (f"(k, i, f) = {qonnx_port}: the input Quant saturates and rounds half to even in the firmware "
+                      "(fastml.backends.rtl.qonnx_trace)")
+    else:
+        comb = alkaid.trace_keras(trained.model)
+        input_kif = alkaid.input_format(trained.model)
+        input_port = ("the first quantiser's format" if input_kif is None else
+                      f"(k, i, f) = {input_kif}: the first quantiser saturates or rounds half to even in the "
+                      "firmware (fastml._internal.alkaid.input_format)")
     timings["trace"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -253,14 +266,11 @@ def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, t
     info = _write_with_settings(rtl_model, fw, label, cutoff, cutoff_source)
     timings["write"] = time.perf_counter() - t0
     written = rtl_model._comb  # the logic the RTL is written from (ternary adders fused), saved in model/
-    input_kif = alkaid.input_format(trained.model)
     info |= {
         # alkaid units (~ns): a stage's latencies count from the model input, so less its registered inputs'
         "max_delay_per_stage": float(max(c.latency[1] - max(c.inp_latency, default=0.0)
                                          for c in rtl_model.fsm.logic.values())),
         "combinational_delay": float(max(comb.latency)),
-        "input_port": ("the first quantiser's format" if input_kif is None else
-                       f"(k, i, f) = {input_kif}: the first quantiser saturates or rounds half to even in the "
-                       "firmware (fastml._internal.alkaid.input_format)"),
+        "input_port": input_port,
     }
     return written, rtl_model, resources, latency, info, alkaid.io_too_wide(written)
