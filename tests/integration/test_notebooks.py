@@ -1,8 +1,8 @@
 """The notebooks run top to bottom (quick mode), save their figures, and are committed without outputs.
 
 Each notebook runs in its own temporary working directory with ``FASTML_NOTEBOOK_QUICK=1`` on the
-``python3`` kernel of this interpreter's environment; a cell that raises fails the test. Notebook 01
-reuses the session's quick jet build through ``FASTML_NOTEBOOK_CACHE`` instead of compiling its own.
+``python3`` kernel of this interpreter's environment; a cell that raises fails the test. Notebooks 01 and 07
+reuse the run's quick build of their recipe through ``FASTML_NOTEBOOK_CACHE`` instead of building their own.
 The figures of every notebook are kept under pytest's temporary folder (path printed with ``-s``).
 """
 
@@ -44,8 +44,9 @@ def figures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("notebook_figures")
 
 
-#: The notebooks that read FASTML_NOTEBOOK_CACHE: the run's shared quick build (tests/conftest.py).
-REUSE_QUICK_BUILD = {"01_quickstart"}
+#: notebook -> the shipped recipes whose quick build it reuses from FASTML_NOTEBOOK_CACHE (a folder of projects):
+#: the run's shared builds (tests/conftest.py), instead of building them again.
+REUSE_QUICK_BUILD = {"01_quickstart": ["jet_tagger.yaml"], "07_anomaly_detection": ["anomaly_ae.yaml"]}
 
 
 @pytest.mark.slow
@@ -58,9 +59,14 @@ def test_notebook_runs_top_to_bottom(path: Path, request: pytest.FixtureRequest,
 
     figures = figures_dir / path.stem
     monkeypatch.setenv("FASTML_NOTEBOOK_QUICK", "1")
-    if path.stem in REUSE_QUICK_BUILD:  # only notebook 01 reads it; the others need not wait for the build
-        project, _ = request.getfixturevalue("quick_jet_build")
-        monkeypatch.setenv("FASTML_NOTEBOOK_CACHE", str(project.parent))
+    if path.stem in REUSE_QUICK_BUILD:  # only these read it; the others need not wait for a build
+        cache = tmp_path / "cache"
+        cache.mkdir()
+        for recipe in REUSE_QUICK_BUILD[path.stem]:
+            project = (request.getfixturevalue("quick_jet_build")[0] if recipe == "jet_tagger.yaml"
+                       else request.getfixturevalue("quick_recipe_build")(recipe))
+            (cache / project.name).symlink_to(project, target_is_directory=True)
+        monkeypatch.setenv("FASTML_NOTEBOOK_CACHE", str(cache))
     monkeypatch.setenv("FASTML_NOTEBOOK_FIGURES", str(figures))
     monkeypatch.chdir(tmp_path)
     nb = nbformat.read(path, as_version=4)
