@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fastml._internal.keras_backend import ensure_backend
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# JAX's compilation cache (fastml/_internal/keras_backend.py) in a folder of this run, made by the controlling
+# process before the xdist workers start, so that every worker and child process (CLI builds, notebook kernels)
+# shares it and a run starts cold, like CI, whatever the user's own cache holds. A user's FASTML_XLA_CACHE wins.
+_RUN_XLA_CACHE = None
+if "PYTEST_XDIST_WORKER" not in os.environ and not os.environ.get("FASTML_XLA_CACHE"):
+    _RUN_XLA_CACHE = os.environ["FASTML_XLA_CACHE"] = tempfile.mkdtemp(prefix="fastml-tests-xla-")
+ensure_backend()
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,3 +213,8 @@ class _XdistGroupShim:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_XdistGroupShim(), "fastml-xdist-group-shim")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RUN_XLA_CACHE is not None:  # the process that made it, after the workers have stopped
+        shutil.rmtree(_RUN_XLA_CACHE, ignore_errors=True)
