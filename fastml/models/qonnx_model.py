@@ -161,7 +161,7 @@ def load_qonnx(path: Path) -> Any:
     _check_cleaned(wrapper, path)
     for node in wrapper.graph.node:
         if node.op_type == "Quant":
-            mode = next((a.s.decode() for a in node.attribute if a.name == "rounding_mode"), "ROUND")
+            mode = node_attribute(node, "rounding_mode", "ROUND")
             if mode != "ROUND":
                 raise ConfigError(f"{path}: node {node.name!r} (Quant) rounds with {mode!r}; fastml imports ROUND "
                                   "(half to even), which hls4ml reproduces exactly")
@@ -194,20 +194,34 @@ def _check_cleaned(wrapper: Any, path: Path) -> None:
                           f"{_words(err)}); expected {_EXPECTED}") from None
 
 
+def node_attribute(node: Any, name: str, default: Any) -> Any:
+    """An ONNX node's attribute ``name`` (a string decoded, an integer, a float), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return a.s.decode() if a.type == a.STRING else a.f if a.type == a.FLOAT else a.i
+    return default
+
+
+def quant_scale_exponents(wrapper: Any, node: Any, where: str) -> np.ndarray:
+    """The exponents e of a ``Quant`` node's scale 2^e; one-line ``ConfigError`` naming the node unless its scale is
+    a constant power of two and its zero point a constant 0 (the only Quant that maps to fixed point)."""
+    scale, zeropt = wrapper.get_initializer(node.input[1]), wrapper.get_initializer(node.input[2])
+    if scale is None or zeropt is None:
+        raise ConfigError(f"{where}: node {node.name!r} (Quant) has a scale or zero point computed at run time; "
+                          "expected constants")
+    exponents = np.log2(np.abs(np.asarray(scale, np.float64)))
+    if np.any(exponents != np.round(exponents)) or np.any(np.asarray(zeropt) != 0):
+        raise ConfigError(f"{where}: node {node.name!r} (Quant) has scale {np.asarray(scale).ravel()[:3]} and "
+                          f"zero point {np.asarray(zeropt).ravel()[:3]}: not fixed point (expected power-of-two "
+                          "scales and zero point 0), so no firmware reproduces it exactly")
+    return exponents
+
+
 def _check_power_of_two_scales(wrapper: Any, where: str) -> None:
     """hls4ml maps a Quant to fixed point only with a power-of-two scale and zero point 0."""
     for node in wrapper.graph.node:
-        if node.op_type != "Quant":
-            continue
-        scale, zeropt = wrapper.get_initializer(node.input[1]), wrapper.get_initializer(node.input[2])
-        if scale is None or zeropt is None:
-            raise ConfigError(f"{where}: node {node.name!r} (Quant) has a scale or zero point computed at run time; "
-                              "expected constants")
-        exponents = np.log2(np.abs(np.asarray(scale, np.float64)))
-        if np.any(exponents != np.round(exponents)) or np.any(np.asarray(zeropt) != 0):
-            raise ConfigError(f"{where}: node {node.name!r} (Quant) has scale {np.asarray(scale).ravel()[:3]} and "
-                              f"zero point {np.asarray(zeropt).ravel()[:3]}: not fixed point (expected power-of-two "
-                              "scales and zero point 0), so no firmware reproduces it exactly")
+        if node.op_type == "Quant":
+            quant_scale_exponents(wrapper, node, where)
 
 
 #: Ops that make a graph quantised: without one, the graph is float throughout.
@@ -233,7 +247,7 @@ def check_quantised_graph(wrapper: Any, where: str) -> None:
                               "nodes) before FINN's streamlining turned them into thresholds")
         if node.op_type == "BatchNormalization":
             gamma, var = (wrapper.get_initializer(node.input[i]) for i in (1, 4))
-            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            eps = node_attribute(node, "epsilon", 1e-5)
             factor = ("" if gamma is None or var is None else
                       f" (scale gamma/sqrt(var+eps) = {float(np.ravel(gamma)[0] / np.sqrt(np.ravel(var)[0] + eps)):.6g}"
                       ", ...)")
@@ -257,7 +271,7 @@ def flatten_input(wrapper: Any, data_shape: tuple[int, ...]) -> bool:
         target = wrapper.get_initializer(node.input[1])
         flat = target is not None and len(target) == 2 and target[1] in (-1, data_shape[0])
     else:
-        flat = node.op_type == "Flatten" and next((a.i for a in node.attribute if a.name == "axis"), 1) == 1
+        flat = node.op_type == "Flatten" and node_attribute(node, "axis", 1) == 1
     if not flat:
         return False
     # the flattened tensor's readers read the input itself, which is now flat

@@ -31,18 +31,12 @@ import numpy as np
 
 from ..._internal import alkaid
 from ...errors import ConfigError, FastmlError
+from ...models.qonnx_model import node_attribute, quant_scale_exponents
 
 #: The op types traced (see the module docstring).
 TRACED_OPS = ("Quant", "MatMul", "Add", "Mul", "Relu")
 #: float32's significand: a fixed-point value of at most this many bits is exact in qonnx's float32 arithmetic.
 FLOAT32_BITS = 24
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return a.s.decode() if a.type == a.STRING else a.i
-    return default
 
 
 def _name(node: Any) -> str:
@@ -52,15 +46,12 @@ def _name(node: Any) -> str:
 def quant_format(wrapper: Any, node: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """The ``(k, i, f)`` arrays and overflow mode (``SAT`` / ``SAT_SYM``) of a ``Quant`` node: QONNX's integer range
     ``[min_int, max_int]`` times the scale 2^-f. ``ConfigError`` naming the node for a form fixed point cannot hold."""
-    scale, zeropt, bits = (wrapper.get_initializer(name) for name in node.input[1:4])
-    if scale is None or zeropt is None or bits is None:
-        raise ConfigError(f"{where}: {_name(node)} has a scale, zero point or bit width computed at run time; "
-                          "expected constants")
-    signed, narrow = int(_attr(node, "signed", 1)), int(_attr(node, "narrow", 0))
-    exponent = np.log2(np.abs(np.asarray(scale, np.float64)))
+    exponent = quant_scale_exponents(wrapper, node, where)
+    bits = wrapper.get_initializer(node.input[3])
+    if bits is None:
+        raise ConfigError(f"{where}: {_name(node)} has a bit width computed at run time; expected a constant")
+    signed, narrow = int(node_attribute(node, "signed", 1)), int(node_attribute(node, "narrow", 0))
     bits = np.asarray(bits, np.float64)
-    if np.any(exponent != np.round(exponent)) or np.any(np.asarray(zeropt) != 0):
-        raise ConfigError(f"{where}: {_name(node)} is not fixed point; expected power-of-two scales and zero point 0")
     if np.any(bits != np.round(bits)) or np.any(bits < 1 + signed):
         raise ConfigError(f"{where}: {_name(node)} has bit width {bits.ravel()[:3]}; expected whole numbers of at "
                           f"least {1 + signed} bits (a 1-bit signed Quant is bipolar, not fixed point)")
@@ -115,8 +106,8 @@ def _constant(node: Any, args: list[np.ndarray]) -> np.ndarray:
     if node.op_type == "Quant":
         from qonnx.custom_op.general.quant import quant
 
-        return np.asarray(quant(*args, int(_attr(node, "signed", 1)), int(_attr(node, "narrow", 0)),
-                                _attr(node, "rounding_mode", "ROUND")), np.float32)
+        signed, narrow = int(node_attribute(node, "signed", 1)), int(node_attribute(node, "narrow", 0))
+        return np.asarray(quant(*args, signed, narrow, node_attribute(node, "rounding_mode", "ROUND")), np.float32)
     a = [np.asarray(v, np.float32) for v in args]
     ops = {"MatMul": np.matmul, "Add": np.add, "Mul": np.multiply, "Relu": lambda x: np.maximum(x, 0)}
     return ops[node.op_type](*a)
