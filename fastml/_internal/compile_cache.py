@@ -22,15 +22,21 @@ CACHE_ENV = "FASTML_CSIM_CACHE"
 MAX_ENTRIES = 64
 
 
-def cache_root() -> Path | None:
-    """The C-simulation cache folder, or ``None`` when ``FASTML_CSIM_CACHE`` disables it."""
-    value = os.environ.get(CACHE_ENV, "").strip()
+def user_cache_folder(env: str, name: str) -> Path | None:
+    """The folder the environment variable ``env`` names, ``None`` when it says off, else
+    ``$XDG_CACHE_HOME/fastml/<name>`` (``~/.cache/fastml/<name>``)."""
+    value = os.environ.get(env, "").strip()
     if value.lower() in OFF_VALUES:
         return None
     if value:
         return Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "fastml" / "csim"
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "fastml" / name
+
+
+def cache_root() -> Path | None:
+    """The C-simulation cache folder, or ``None`` when ``FASTML_CSIM_CACHE`` disables it."""
+    return user_cache_folder(CACHE_ENV, "csim")
 
 
 def prune(root: Path, keep: int) -> None:

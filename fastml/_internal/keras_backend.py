@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .compile_cache import OFF_VALUES
+from .compile_cache import user_cache_folder
 
 DEFAULT_BACKEND = "jax"
 XLA_CACHE_ENV = "FASTML_XLA_CACHE"
@@ -28,13 +28,7 @@ def xla_cache_dir() -> Path | None:
     """The folder JAX's compilation cache should use, or ``None`` (disabled, or the user set JAX's own variable)."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return None
-    value = os.environ.get(XLA_CACHE_ENV, "").strip()
-    if value.lower() in OFF_VALUES:
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base).expanduser() if base else Path.home() / ".cache") / "fastml" / "xla"
+    return user_cache_folder(XLA_CACHE_ENV, "xla")
 
 
 def ensure_backend() -> str:
