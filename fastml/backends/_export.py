@@ -21,6 +21,8 @@ from ..errors import FastmlError
 from ..report import LATENCY_SOURCE_ORDER, NOT_RUN, Report
 from ._testbench import EXPECTED_FILE, INPUTS_FILE, INTERFACE_FILE, TB_DIR
 
+#: Compiled on the building machine (by fastml, or a C compiler run in the project folder): never bundled.
+COMPILED_SUFFIXES = (".so", ".o", ".a", ".gch", ".d")
 #: Where a build saves the events it verified bit for bit and its reference outputs for them (``x``, ``y_ref``).
 EVENTS_FILE = "model/verify_inputs.npz"
 
@@ -118,21 +120,31 @@ def tcl_settings(path: Path) -> dict[str, str]:
     return {m[1]: m[2].strip().strip('"') for m in re.finditer(r"^\s*set\s+(\w+)\s+(.+?)\s*$", text, re.M)}
 
 
-def stage_switches(text: str) -> dict[str, int]:
-    """The stage switches of an ``array set opt { csim 1 ... }`` block (hls4ml's ``build_opt.tcl``, conifer's
-    ``build_hls.tcl``): name -> 0/1; the last block wins, as in Tcl."""
+def stage_switches(path: Path) -> dict[str, int]:
+    """The stage switches of the ``array set opt { csim 1 ... }`` block of a vendor script (hls4ml's
+    ``build_opt.tcl``, conifer's ``build_hls.tcl``): name -> 0/1; the last block wins, as in Tcl; {} when the file
+    cannot be read (the README then names the tool's defaults)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
     blocks = re.findall(r"array\s+set\s+opt\s*\{([^}]*)\}", text)
     return {m[1]: int(m[2]) for m in re.finditer(r"^\s*(\w+)\s+([01])\s*$", blocks[-1], re.M)} if blocks else {}
+
+
+def read_source(path: Path, what: str, expected: str) -> str:
+    """The text of a file of the project; one-line ``FastmlError`` naming it, ``what`` it holds and the ``expected``
+    origin when it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise FastmlError(f"export: {path}: cannot read {what} ({err.strerror}); expected {expected}") from None
 
 
 def c_prototype(source: Path, top: str) -> str:
     """``void <top>(...);`` as declared or defined in an HLS project's header or source (``FastmlError``, one line,
     without one)."""
-    try:
-        text = source.read_text()
-    except OSError as err:
-        raise FastmlError(f"export: {source}: cannot read the top function's source ({err.strerror}); expected the "
-                          "HLS project as its tool wrote it") from None
+    text = read_source(source, "the top function's source", "the HLS project as its tool wrote it")
     m = re.search(rf"\bvoid\s+{re.escape(top)}\s*\((.*?)\)\s*[;{{]", text, re.S)
     if m is None:
         raise FastmlError(f"export: {source}: no top function {top}(...); expected the source the project's tool "
@@ -247,6 +259,6 @@ def latency_lines(report: Report, where: str) -> list[str]:
     return (lines or ["- Latency and II: not estimated in report.json."]) + [f"- {where}."]
 
 
-__all__ = ["EVENTS_FILE", "ap_format", "argument_table", "c_arguments", "c_declarations", "c_prototype", "class_names",
-           "clock_line", "collect", "element_table", "ensure_testbench", "feature_names", "latency_lines",
-           "named_elements", "stage_switches", "tcl_settings", "vectors_sentence"]
+__all__ = ["COMPILED_SUFFIXES", "EVENTS_FILE", "ap_format", "argument_table", "c_arguments", "c_declarations",
+           "c_prototype", "class_names", "clock_line", "collect", "element_table", "ensure_testbench", "feature_names",
+           "latency_lines", "named_elements", "read_source", "stage_switches", "tcl_settings", "vectors_sentence"]

@@ -30,6 +30,7 @@ from ...errors import FastmlError
 from ...report import load_report
 from .. import ExportContents
 from .._export import (
+    COMPILED_SUFFIXES,
     argument_table,
     c_arguments,
     c_prototype,
@@ -41,6 +42,7 @@ from .._export import (
     feature_names,
     latency_lines,
     named_elements,
+    read_source,
     stage_switches,
     tcl_settings,
     vectors_sentence,
@@ -127,11 +129,7 @@ def _hls(project_dir: Path, conifer: str) -> ExportContents:
     # the definition Vitis HLS synthesises (conifer 1.11's header declares one argument more than it defines)
     prototype = c_prototype(firmware / VHDL_DIR / f"{top}.cpp", top)
     declared = c_prototype(firmware / VHDL_DIR / f"{top}.h", top)
-    try:
-        parameters = (firmware / VHDL_DIR / "parameters.h").read_text()
-    except OSError as err:
-        raise FastmlError(f"export: {err.filename}: cannot read conifer's types ({err.strerror}); expected the "
-                          "project conifer writes") from None
+    parameters = read_source(firmware / VHDL_DIR / "parameters.h", "conifer's types", "the project conifer writes")
     rows = c_arguments(prototype, parameters, lambda position, _: "in" if position == 0 else "out")
     report = load_report(project_dir)
     clock = clock_line(settings.get("part"), settings.get("clock_period"), f"{tcl} (set clock_period)")
@@ -155,10 +153,7 @@ def _hls(project_dir: Path, conifer: str) -> ExportContents:
                                     feature_names(project_dir, rows[0]["elements"]))
         interface += named_elements(f"`{rows[1]['name']}` elements (a score per class)",
                                     class_names(project_dir, rows[1]["elements"]))
-    try:
-        switches = stage_switches((firmware / "build_hls.tcl").read_text())
-    except OSError:
-        switches = {}
+    switches = stage_switches(firmware / "build_hls.tcl")
     stages = ", ".join(f"{k} {v}" for k, v in switches.items()) or "conifer's defaults"
     # conifer's testbench calls the top function as the header declares it: a definition with other arguments
     # leaves its C simulation unlinked (conifer 1.11's tree_scores), so the command switches csim off
@@ -187,7 +182,7 @@ def _hls(project_dir: Path, conifer: str) -> ExportContents:
     ]
     parts = [VHDL_DIR, f"{prj}_test.cpp", *sorted(p.name for p in firmware.glob("*.tcl"))]
     # build_hls.tcl adds tb_data/ to the testbench: there even though empty
-    return ExportContents(files=collect(firmware, parts, skip=lambda f: f.suffix in (".so", ".o")),
+    return ExportContents(files=collect(firmware, parts, skip=lambda f: f.suffix in COMPILED_SUFFIXES),
                           interface=interface, simulate=simulate, dirs=("firmware/tb_data",), tools=("conifer",))
 
 

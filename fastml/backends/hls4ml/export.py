@@ -31,6 +31,7 @@ from ...errors import FastmlError
 from ...report import load_report
 from .. import ExportContents
 from .._export import (
+    COMPILED_SUFFIXES,
     argument_table,
     c_arguments,
     c_prototype,
@@ -41,14 +42,13 @@ from .._export import (
     feature_names,
     latency_lines,
     named_elements,
+    read_source,
     stage_switches,
     tcl_settings,
 )
 from .._testbench import TB_DIR, read_interface
 from .testbench import INPUT_DAT, OUTPUT_DAT, TB_DATA, gxx_command
 
-#: Compiled by fastml (or a C compiler run in the folder) on the building machine: never bundled.
-_COMPILED = (".so", ".o", ".a", ".gch", ".d")
 #: hls4ml's configuration (not bundled: absolute paths), read for the I/O type and which arguments are inputs.
 _CONFIG = "hls4ml_config.yml"
 
@@ -79,11 +79,7 @@ def interface_lines(project_dir: Path, project: str) -> list[str]:
     tcl = firmware / "project.tcl"
     settings = tcl_settings(tcl)
     prototype = c_prototype(firmware / "firmware" / f"{project}.h", project)
-    try:
-        defines = (firmware / "firmware" / "defines.h").read_text()
-    except OSError as err:
-        raise FastmlError(f"export: {err.filename}: cannot read hls4ml's types ({err.strerror}); expected the "
-                          "project hls4ml writes") from None
+    defines = read_source(firmware / "firmware" / "defines.h", "hls4ml's types", "the project hls4ml writes")
     # hls4ml declares the inputs, then the outputs (then any BRAM weights): its config names both
     inputs, outputs = config.get("InputShapes") or {}, config.get("OutputShapes") or {}
     rows = c_arguments(prototype, defines, lambda _, name: "in" if name in inputs else "out" if name in outputs
@@ -127,10 +123,7 @@ def interface_lines(project_dir: Path, project: str) -> list[str]:
 def simulate_lines(firmware: Path, iface: dict[str, Any]) -> list[str]:
     """The g++ command of the checking copy and the Vitis HLS commands, run from the bundle's ``firmware/``."""
     project = iface["project"]
-    try:
-        switches = stage_switches((firmware / "build_opt.tcl").read_text())
-    except OSError:
-        switches = {}
+    switches = stage_switches(firmware / "build_opt.tcl")
     stages = ", ".join(f"{k} {v}" for k, v in switches.items()) or "hls4ml's defaults"
     return [
         f"`firmware/` is hls4ml's output folder. `firmware/{TB_DATA}/` holds what hls4ml's C testbench "
@@ -169,7 +162,7 @@ def export_contents(project_dir: Path, testbench: Callable[[Path, np.ndarray, np
     project = str(iface["project"])
     parts = ["firmware", f"{project}_test.cpp", TB_DIR, f"{TB_DATA}/{INPUT_DAT}", f"{TB_DATA}/{OUTPUT_DAT}",
              *sorted(p.name for p in firmware.glob("*.tcl"))]
-    files = collect(firmware, parts, skip=lambda f: f.suffix in _COMPILED)
+    files = collect(firmware, parts, skip=lambda f: f.suffix in COMPILED_SUFFIXES)
     # build_prj.tcl adds firmware/weights to the testbench, and the g++ command reads it: there even when empty
     dirs = ("firmware/firmware/weights",) if (firmware / "firmware" / "weights").is_dir() else ()
     return ExportContents(files=files, interface=interface_lines(project_dir, project),
