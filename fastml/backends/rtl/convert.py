@@ -236,8 +236,7 @@ def _write_with_settings(rtl_model: Any, fw: Any, label: str, cutoff: float, cut
     settings = {"top": RTL_TOP, "part": fw.part, "clock_period_ns": fw.clock_period_ns, "latency_cutoff": cutoff,
                 "latency_cutoff_source": cutoff_source, "compiler": label}
     rtl_model.write(metadata=settings)
-    return {"compiler": label, "flavor": fw.flavor, "top": RTL_TOP, "part": fw.part,
-            "clock_period_ns": fw.clock_period_ns, "latency_cutoff": cutoff, "latency_cutoff_source": cutoff_source}
+    return {"compiler": label, "flavor": fw.flavor, **settings}
 
 
 def _write_alkaid(trained: TrainedModel, cfg: BuildConfig, firmware_dir: Path, timings: dict[str, float]
