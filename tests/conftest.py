@@ -118,11 +118,15 @@ def quick_recipe_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
         firmware = {"output_dir": str(out), "yosys": False, **overrides.get("firmware", {})}
         return load_config(REPO / "configs" / recipe, overrides={**overrides, "firmware": firmware})
 
+    known: dict[str, Path] = {}  # this worker's answers: no lock or recipe reading on the next call
+
     def get(recipe: str, **overrides: Any) -> Path:
         key = json.dumps(["quick_recipe_build", recipe, overrides], sort_keys=True)
-        out = _built_once(shared, key, lambda out: build(config(recipe, out, overrides), quick=True, progress=False,
-                                                         log=lambda _: None))
-        return config(recipe, out, overrides).project_dir
+        if key not in known:
+            out = _built_once(shared, key, lambda out: build(config(recipe, out, overrides), quick=True,
+                                                             progress=False, log=lambda _: None))
+            known[key] = config(recipe, out, overrides).project_dir
+        return known[key]
 
     return get
 
