@@ -24,14 +24,29 @@ def _golden(name: str) -> tuple[np.ndarray, str]:
         return g["y"], str(g["x_sha256"])
 
 
-def _build(recipe: str, out: Path, quick: bool = False):
+def _build_file(recipe: Path, out: Path, name: str, quick: bool = False):
+    """``fastml build <recipe>`` through the CLI into ``out``: the project folder and its report."""
     from fastml.cli import main
     from fastml.report import load_report
 
-    cfg = load_config(REPO / "configs" / recipe)
-    args = ["build", str(REPO / "configs" / recipe), "--output-dir", str(out), "--no-progress"]
+    args = ["build", str(recipe), "--output-dir", str(out), "--no-progress"]
     assert main([*args, "--quick"] if quick else args) == 0
-    return out / cfg.name, load_report(out / cfg.name)
+    return out / name, load_report(out / name)
+
+
+def _build(recipe: str, out: Path, quick: bool = False):
+    return _build_file(REPO / "configs" / recipe, out, load_config(REPO / "configs" / recipe).name, quick)
+
+
+def _build_without_yosys(recipe: str, model: Path, tmp_path: Path):
+    """``_build`` of a copy of configs/<recipe> reading ``model`` with yosys off (it would take minutes)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "configs" / recipe).read_text())
+    raw["model"]["path"] = str(model)  # the copy is not beside the recipe's relative path
+    raw["firmware"]["yosys"] = False
+    (tmp_path / recipe).write_text(yaml.safe_dump(raw))
+    return _build_file(tmp_path / recipe, tmp_path / "out", raw["name"])
 
 
 @pytest.mark.slow
@@ -115,19 +130,7 @@ def test_qonnx_recipe_firmware_matches_qonnx_execution(tmp_path: Path) -> None:
 def test_qkeras_to_verilog_through_alkaid_matches_qkeras_bit_for_bit(tmp_path: Path) -> None:
     """The QKeras tagger with backend rtl, compiler alkaid (configs/byo_qkeras_rtl.yaml, yosys off to save minutes):
     alkaid's emulator and verilator match the reference, and the reference is QKeras's own prediction."""
-    import yaml
-
-    recipe = yaml.safe_load((REPO / "configs" / "byo_qkeras_rtl.yaml").read_text())
-    recipe["model"]["path"] = str(QKERAS / "qkeras_mlp.h5")
-    recipe["firmware"]["yosys"] = False
-    (tmp_path / "byo_qkeras_rtl.yaml").write_text(yaml.safe_dump(recipe))
-    from fastml.cli import main
-    from fastml.report import load_report
-
-    assert main(["build", str(tmp_path / "byo_qkeras_rtl.yaml"), "--output-dir", str(tmp_path / "out"),
-                 "--no-progress"]) == 0
-    project = tmp_path / "out" / "byo_qkeras_rtl"
-    report = load_report(project)
+    project, report = _build_without_yosys("byo_qkeras_rtl.yaml", QKERAS / "qkeras_mlp.h5", tmp_path)
     for level in ("emulator", "rtl_sim"):
         assert report.verification[level].mismatches == 0 and report.verification[level].samples == 10_000
     assert report.resources["da4ml_estimate"].compiler.startswith("alkaid ")  # type: ignore[attr-defined]
@@ -143,19 +146,7 @@ def test_qonnx_to_verilog_through_alkaid_matches_qonnx_execution_bit_for_bit(tmp
     """The QONNX tagger with backend rtl, compiler alkaid (configs/byo_qonnx_rtl.yaml, yosys off to save minutes):
     alkaid's emulator and verilator match the reference on 10 000 events, and the reference is qonnx's own
     execute_onnx (the golden file of the hls4ml recipe's events). The compiler and its cost model are recorded."""
-    import yaml
-
-    from fastml.cli import main
-    from fastml.report import load_report
-
-    recipe = yaml.safe_load((REPO / "configs" / "byo_qonnx_rtl.yaml").read_text())
-    recipe["model"]["path"] = str(QONNX / "qonnx_mlp.onnx")
-    recipe["firmware"]["yosys"] = False
-    (tmp_path / "byo_qonnx_rtl.yaml").write_text(yaml.safe_dump(recipe))
-    assert main(["build", str(tmp_path / "byo_qonnx_rtl.yaml"), "--output-dir", str(tmp_path / "out"),
-                 "--no-progress"]) == 0
-    project = tmp_path / "out" / "byo_qonnx_rtl"
-    report = load_report(project)
+    project, report = _build_without_yosys("byo_qonnx_rtl.yaml", QONNX / "qonnx_mlp.onnx", tmp_path)
     assert report.status == "ok"
     assert set(report.verification) == {"emulator", "rtl_sim"}
     for level in ("emulator", "rtl_sim"):
